@@ -1,0 +1,47 @@
+# adshub — two commands on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all setup run test fault bench lint format system-deps rabbitmq clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh
+
+rabbitmq:
+	@scripts/ensure-rabbitmq.sh
+
+run: setup rabbitmq
+	$(BIN)/adshub run
+
+test: setup system-deps rabbitmq
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+fault: setup rabbitmq
+	$(BIN)/pytest -m fault $(PYTEST_ARGS)
+
+bench: setup rabbitmq
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from adshub.cli import main
+
+raise SystemExit(main())

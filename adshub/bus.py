@@ -1,0 +1,419 @@
+"""The message bus: RabbitMQ through aio-pika, the whole topology in one place.
+
+Durable exchanges and queues, persistent messages, publisher confirms, manual
+acks with a prefetch limit, and a dead-letter queue whose messages carry the
+reason they could not be processed. ``connect_robust`` reconnects by itself;
+publishing retries until the broker confirms or a deadline passes, so an
+adapter acknowledges its source only after the broker has the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from adshub.contract import Event, Inbound, Outbound
+from adshub.errors import TransientError
+
+log = logging.getLogger("adshub.bus")
+
+PUBLISH_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    ConnectionError,
+    RuntimeError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every exchange and queue name, derived from one prefix (tests use a unique one)."""
+
+    prefix: str = "adshub"
+
+    @property
+    def inbound_exchange(self) -> str:
+        return f"{self.prefix}.inbound"
+
+    @property
+    def inbound_queue(self) -> str:
+        return f"{self.prefix}.inbound"
+
+    @property
+    def outbound_exchange(self) -> str:
+        return f"{self.prefix}.outbound"
+
+    def outbound_queue(self, channel: str) -> str:
+        return f"{self.prefix}.outbound.{channel}"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}.dead"
+
+    def all_queues(self, channels: Sequence[str]) -> list[str]:
+        return [self.inbound_queue, self.dead_queue, *(self.outbound_queue(c) for c in channels)]
+
+    def all_exchanges(self) -> list[str]:
+        return [self.inbound_exchange, self.outbound_exchange, self.events_exchange, self.dead_exchange]
+
+
+@dataclass
+class Delivery:
+    """One message taken from a queue; the consumer must settle it exactly once."""
+
+    body: bytes
+    message_id: str | None
+    redelivered: bool
+    headers: dict[str, Any]
+    routing_key: str | None
+    _message: AbstractIncomingMessage = field(repr=False)
+    settled: bool = False
+
+    async def ack(self) -> None:
+        await self._settle(self._message.ack)
+
+    async def nack(self, requeue: bool = True) -> None:
+        await self._settle(lambda: self._message.nack(requeue=requeue))
+
+    async def _settle(self, action: Callable[[], Awaitable[None]]) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            await action()
+        except PUBLISH_ERRORS as exc:
+            # The channel died under us; the broker will redeliver the message.
+            log.warning("settle failed, message will be redelivered: %s", exc, extra={"message_id": self.message_id})
+
+
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+class Consumer:
+    """Consumes one queue in batches; stops taking messages on ``stop`` and drains in-flight work."""
+
+    def __init__(self, queue: AbstractQueue, handler: BatchHandler, max_batch: int, max_wait: float) -> None:
+        self._queue = queue
+        self._handler = handler
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._tag: str | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._pending.put, no_ack=False)
+        self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self._queue.name}")
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            first = await self._next(None)
+            if first is None:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self._max_wait
+            while len(batch) < self._max_batch:
+                if not self._pending.empty():
+                    batch.append(self._pending.get_nowait())
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                item = await self._next(remaining)
+                if item is None:
+                    break
+                batch.append(item)
+            deliveries = [_wrap(m) for m in batch]
+            try:
+                await self._handler(deliveries)
+            except Exception:
+                log.exception("batch handler failed; messages will be redelivered")
+                for d in deliveries:
+                    await d.nack(requeue=True)
+            for d in deliveries:
+                if not d.settled:
+                    log.error("handler left a message unsettled; requeueing", extra={"message_id": d.message_id})
+                    await d.nack(requeue=True)
+
+    async def _next(self, timeout: float | None) -> AbstractIncomingMessage | None:
+        getter = asyncio.ensure_future(self._pending.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await getter
+        return None
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop taking messages, finish the batch in hand, return unstarted ones to the broker."""
+        if self._tag is not None:
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                await self._queue.cancel(self._tag)
+            self._tag = None
+        self._stopping.set()
+        if self._loop_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), drain_timeout)
+            except TimeoutError:
+                self._loop_task.cancel()
+        while not self._pending.empty():
+            message = self._pending.get_nowait()
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                await message.nack(requeue=True)
+
+
+def _wrap(message: AbstractIncomingMessage) -> Delivery:
+    return Delivery(
+        body=message.body,
+        message_id=message.message_id,
+        redelivered=bool(message.redelivered),
+        headers=dict(message.headers or {}),
+        routing_key=message.routing_key,
+        _message=message,
+    )
+
+
+class RabbitBus:
+    """The one bus implementation: RabbitMQ with confirms, durable queues and a dead-letter queue."""
+
+    def __init__(self, url: str, topology: Topology, prefetch: int = 64, publish_timeout: float = 60.0) -> None:
+        self.url = url
+        self.topology = topology
+        self.prefetch = prefetch
+        self.publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._consumers: list[Consumer] = []
+        self._publish_lock = asyncio.Lock()
+
+    async def connect(self, attempts: int = 30) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self.url, client_properties={"connection_name": f"adshub:{self.topology.prefix}"}
+                )
+                break
+            except PUBLISH_ERRORS as exc:
+                if attempt == attempts:
+                    raise TransientError(f"RabbitMQ is unreachable: {exc}") from exc
+                log.warning("RabbitMQ not reachable yet (%s), attempt %d", exc, attempt)
+                await asyncio.sleep(min(0.5 * attempt, 5))
+        assert self._connection is not None
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        await self._declare(self._publish_channel)
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        t = self.topology
+        durable = {"durable": True}
+        self._exchanges = {
+            "inbound": await channel.declare_exchange(t.inbound_exchange, aio_pika.ExchangeType.DIRECT, **durable),
+            "outbound": await channel.declare_exchange(t.outbound_exchange, aio_pika.ExchangeType.DIRECT, **durable),
+            "events": await channel.declare_exchange(t.events_exchange, aio_pika.ExchangeType.TOPIC, **durable),
+            "dead": await channel.declare_exchange(t.dead_exchange, aio_pika.ExchangeType.FANOUT, **durable),
+        }
+        dead = await channel.declare_queue(t.dead_queue, durable=True)
+        await dead.bind(self._exchanges["dead"])
+        inbound = await channel.declare_queue(
+            t.inbound_queue, durable=True, arguments={"x-dead-letter-exchange": t.dead_exchange}
+        )
+        await inbound.bind(self._exchanges["inbound"], routing_key="inbound")
+
+    async def declare_outbound_queue(self, channel_name: str) -> str:
+        assert self._publish_channel is not None
+        name = self.topology.outbound_queue(channel_name)
+        queue = await self._publish_channel.declare_queue(
+            name, durable=True, arguments={"x-dead-letter-exchange": self.topology.dead_exchange}
+        )
+        await queue.bind(self._exchanges["outbound"], routing_key=channel_name)
+        return name
+
+    async def close(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        self._consumers.clear()
+        if self._connection is not None:
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                await self._connection.close()
+            self._connection = None
+
+    async def stop_consuming(self, drain_timeout: float = 30.0) -> None:
+        await asyncio.gather(*(c.stop(drain_timeout) for c in self._consumers))
+        self._consumers.clear()
+
+    # -- publishing -------------------------------------------------------
+
+    async def _publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str | None,
+        headers: dict[str, Any] | None = None,
+        persistent: bool = True,
+    ) -> None:
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            message_id=message_id,
+            headers=headers or {},
+            timestamp=datetime.now(UTC),
+        )
+        deadline = time.monotonic() + self.publish_timeout
+        delay = 0.2
+        while True:
+            try:
+                await self._exchanges[exchange].publish(message, routing_key=routing_key, timeout=10)
+                return
+            except aio_pika.exceptions.DeliveryError as exc:
+                raise TransientError(f"broker refused the message: {exc}") from exc
+            except (*PUBLISH_ERRORS, KeyError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise TransientError(f"publish to {exchange} failed: {exc!r}") from exc
+                log.warning("publish to %s failed (%r); retrying", exchange, exc, extra={"message_id": message_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+
+    async def publish_inbound(self, inbound: Inbound) -> None:
+        await self._publish("inbound", "inbound", inbound.model_dump_json().encode(), inbound.id)
+
+    async def publish_outbound(self, outbound: Outbound) -> None:
+        await self._publish("outbound", outbound.channel, outbound.model_dump_json().encode(), outbound.id)
+
+    async def publish_outbounds(self, outbounds: Sequence[Outbound]) -> None:
+        await asyncio.gather(*(self.publish_outbound(o) for o in outbounds))
+
+    async def publish_event(self, event: Event) -> None:
+        """Events feed live screens; they are not the record, so a failure is logged, not raised."""
+        try:
+            await self._publish("events", event.type, event.model_dump_json().encode(), None, persistent=False)
+        except TransientError as exc:
+            log.warning("event %s not published: %s", event.type, exc)
+
+    async def publish_events(self, events: Sequence[Event]) -> None:
+        await asyncio.gather(*(self.publish_event(e) for e in events))
+
+    async def dead_letter(self, delivery: Delivery, reason: str, source: str) -> None:
+        """Move a message to the dead-letter queue with the reason, then ack the original."""
+        headers = dict(delivery.headers)
+        headers.update(
+            {
+                "x-reason": reason[:2000],
+                "x-source": source,
+                "x-failed-at": datetime.now(UTC).isoformat(),
+                "x-original-message-id": delivery.message_id or "",
+            }
+        )
+        await self._publish("dead", "", delivery.body, delivery.message_id, headers)
+        await delivery.ack()
+
+    # -- consuming --------------------------------------------------------
+
+    async def consume(
+        self,
+        queue_name: str,
+        handler: BatchHandler,
+        *,
+        max_batch: int = 1,
+        max_wait: float = 0.0,
+        prefetch: int | None = None,
+    ) -> Consumer:
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch or self.prefetch)
+        queue = await channel.get_queue(queue_name, ensure=True)
+        consumer = Consumer(queue, handler, max_batch=max_batch, max_wait=max_wait)
+        await consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    async def consume_private(
+        self, exchange: str, routing_keys: Sequence[str], handler: BatchHandler, *, max_batch: int = 50
+    ) -> Consumer:
+        """An exclusive queue for this process only (live screens, local sockets)."""
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        target = await channel.get_exchange(self._exchange_name(exchange))
+        for key in routing_keys:
+            await queue.bind(target, routing_key=key)
+        consumer = Consumer(queue, handler, max_batch=max_batch, max_wait=0.0)
+        await consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    def _exchange_name(self, kind: str) -> str:
+        return {
+            "inbound": self.topology.inbound_exchange,
+            "outbound": self.topology.outbound_exchange,
+            "events": self.topology.events_exchange,
+            "dead": self.topology.dead_exchange,
+        }[kind]
+
+    async def queue_depths(self, names: Sequence[str]) -> dict[str, int]:
+        """Messages ready in each queue (for /metrics); a missing queue reads as 0."""
+        assert self._connection is not None
+        depths: dict[str, int] = {}
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            for name in names:
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                    depths[name] = int(queue.declaration_result.message_count or 0)
+                except PUBLISH_ERRORS:
+                    depths[name] = 0
+                    if channel.is_closed:
+                        channel = await self._connection.channel(publisher_confirms=False)
+        finally:
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                await channel.close()
+        return depths
+
+    async def delete_topology(self, channels: Sequence[str]) -> None:
+        """Remove every queue and exchange of this prefix (tests clean up after themselves)."""
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        for name in self.topology.all_queues(channels):
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                await channel.queue_delete(name)
+        for name in self.topology.all_exchanges():
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                await channel.exchange_delete(name)
+        with contextlib.suppress(*PUBLISH_ERRORS):
+            await channel.close()
+
+
+def decode_json(body: bytes) -> Any:
+    return json.loads(body.decode("utf-8"))

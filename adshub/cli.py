@@ -1,0 +1,144 @@
+"""The ``adshub`` command: run the hub, classify messages, export the journal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+
+from adshub.errors import AdshubError, ConfigurationError
+from adshub.logs import configure_logging
+from adshub.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adshub", description="Intake hub of an emergency dispatch service (АДС)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the hub (all parts by default)")
+    run.add_argument("parts", nargs="*", help="parts to run: router, inbox, webchat, telegram, vk, email, voicemail")
+
+    classify = sub.add_parser("classify", help='classify JSON Lines from stdin: {"text": ..., "channel": ...}')
+    classify.add_argument(
+        "--evaluate",
+        type=Path,
+        metavar="FILE",
+        help="score a labeled JSON Lines file (text, category, emergency) instead",
+    )
+    classify.add_argument("--errors", action="store_true", help="with --evaluate: list the misclassified messages")
+
+    journal = sub.add_parser("journal", help="the journal of requests")
+    jsub = journal.add_subparsers(dest="journal_command", required=True)
+    export = jsub.add_parser("export", help="export the journal, one row per request")
+    export.add_argument("--format", choices=("json", "csv", "xlsx"), default="json")
+    export.add_argument("--since", help="first day (YYYY-MM-DD, company time zone)")
+    export.add_argument("--until", help="last day (YYYY-MM-DD, company time zone), inclusive")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "classify":
+            return _classify(args)
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        if args.command == "run":
+            from adshub.runtime import run
+
+            asyncio.run(run(settings, args.parts))
+            return 0
+        if args.command == "journal":
+            return asyncio.run(_export(settings, args))
+    except ConfigurationError as exc:
+        print(f"adshub: {exc}", file=sys.stderr)
+        return 2
+    except AdshubError as exc:
+        print(f"adshub: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from router.address import extract_address
+    from router.classify import classify
+    from router.evaluate import evaluate, load_rows
+    from router.phones import extract_phones
+
+    if args.evaluate:
+        report = evaluate(load_rows(args.evaluate))
+        print(json.dumps(report.summary(), ensure_ascii=False))
+        if args.errors:
+            for error in report.errors:
+                print(json.dumps(error, ensure_ascii=False))
+        return 0
+    out = sys.stdout
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            text = item["text"] if isinstance(item, dict) else None
+            if not isinstance(text, str):
+                raise ValueError("no text")
+        except (ValueError, KeyError, TypeError) as exc:
+            out.write(json.dumps({"error": f"line {number}: {exc}"}, ensure_ascii=False) + "\n")
+            continue
+        result: dict[str, Any] = classify(text).as_dict()
+        address = extract_address(text)
+        result["address"] = address.as_dict() if address else None
+        phones = extract_phones(text)
+        result["phone"] = phones[0] if phones else None
+        if isinstance(item, dict) and "channel" in item:
+            result["channel"] = item["channel"]
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def _day(value: str | None, settings: Settings, end: bool = False) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as exc:
+        raise ConfigurationError(f"dates look like 2026-11-24, not {value!r}") from exc
+    moment = datetime.combine(day, time.max if end else time.min, settings.zone)
+    return moment
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from journal.export import export_row, to_csv, to_xlsx
+    from journal.repository import Journal
+
+    journal = Journal.connect(settings.mongo_url, settings.database_name)
+    try:
+        docs = await journal.requests_for_export(_day(args.since, settings), _day(args.until, settings, end=True))
+    finally:
+        await journal.close()
+    rows = [export_row(doc, settings.zone) for doc in docs]
+    if args.format == "json":
+        data: bytes = json.dumps(rows, ensure_ascii=False, indent=2).encode("utf-8")
+    elif args.format == "csv":
+        data = to_csv(rows, settings.zone).encode("utf-8")
+    else:
+        data = to_xlsx(rows, settings.zone)
+    if args.output:
+        args.output.write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        if args.format == "json":
+            sys.stdout.buffer.write(b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

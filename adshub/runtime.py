@@ -1,0 +1,214 @@
+"""The composition root: start the parts of the hub in one process, or only
+the named ones, so that parts can run as separate processes against the same
+RabbitMQ and MongoDB.
+
+Parts: ``router`` (registration, clocks, dead letters), ``inbox`` (the
+dispatchers' web app), and one part per channel (``webchat``, ``telegram``, …;
+a channel starts only when its settings are present).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from adshub.bus import RabbitBus, Topology
+from adshub.contract import Inbound
+from adshub.embedded import EmbeddedDatabase, ensure_database
+from adshub.errors import ConfigurationError, TransientError
+from adshub.metrics import METRICS
+from adshub.settings import Settings
+from adshub.web import Services, init_app
+from bots.texts import Texts
+from channels import REGISTRY, channel_class
+from channels.base import Channel, ChannelContext
+from channels.delivery import DeliveryWorker
+from journal.deadletters import DeadLetterRecorder
+from journal.repository import Journal
+from router.deadlines import DeadlinePolicy
+from router.service import Router
+from router.watch import ClockWatcher
+
+log = logging.getLogger("adshub.runtime")
+
+CORE_PARTS = ("router",)
+
+
+def all_parts() -> list[str]:
+    return [*CORE_PARTS, *REGISTRY]
+
+
+class Hub:
+    """Everything one process runs; ``start`` in dependency order, ``stop`` in reverse, draining."""
+
+    def __init__(self, settings: Settings, parts: Sequence[str] = ()) -> None:
+        unknown = [p for p in parts if p not in all_parts()]
+        if unknown:
+            raise ConfigurationError(f"unknown part(s): {', '.join(unknown)}; known: {', '.join(all_parts())}")
+        self.settings = settings
+        self.parts = list(parts) or all_parts()
+        self.embedded: EmbeddedDatabase | None = None
+        self.journal: Journal | None = None
+        self.bus: RabbitBus | None = None
+        self.channels: list[Channel] = []
+        self.router: Router | None = None
+        self.watcher: ClockWatcher | None = None
+        self.runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.embedded = await ensure_database(s.mongo_url, s.data_dir, s.embedded_db)
+        self.journal = Journal.connect(s.mongo_url, s.database_name)
+        await _retry("database", self.journal.prepare)
+        self.bus = RabbitBus(s.amqp_url, Topology(s.bus_prefix), prefetch=s.prefetch)
+        await self.bus.connect()
+        texts = Texts(s.zone, s.company_name, s.company_phone)
+        services = Services(settings=s, journal=self.journal, bus=self.bus, extra={"texts": texts})
+
+        context = ChannelContext(settings=s, journal=self.journal)
+        for name in REGISTRY:
+            cls = channel_class(name)
+            if name in self.parts and cls.configured(s):
+                self.channels.append(cls(context))
+        for channel in self.channels:
+            await DeliveryWorker(channel, self.bus, self.journal).start()
+
+        if "router" in self.parts:
+            self.router = Router(self.journal, self.bus, texts, DeadlinePolicy.from_settings(s))
+            await self.router.start()
+            await DeadLetterRecorder(self.journal, self.bus).start()
+            self.watcher = ClockWatcher(self.journal, self.bus, timedelta(minutes=s.clock_warning_minutes))
+            await self.watcher.start()
+
+        routes: list[web.AbstractRouteDef] = [r for ch in self.channels for r in ch.routes()]
+        subapps: list[tuple[str, web.Application]] = []
+        cleanup: list[Any] = []
+        if "inbox" in self.parts:
+            from journal.inbox import init_inbox
+
+            inbox = init_inbox(s, services)
+            subapps.append(("/inbox", inbox))
+            routes.append(web.get("/", _to_inbox))
+        cleanup.append(_queue_depth_ctx(self.bus, [n for n in REGISTRY]))
+        if routes or subapps:
+            self.app = init_app(s, services, routes, cleanup=cleanup, subapps=subapps)
+            self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=10)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, s.http_host, s.http_port, reuse_address=True)
+            await site.start()
+            self.port = _bound_port(self.runner) or s.http_port
+        for channel in self.channels:
+            await channel.start(self.publish)
+        log.info(
+            "adshub started: parts=%s channels=%s http=%s",
+            self.parts,
+            [c.name for c in self.channels],
+            f"{s.http_host}:{self.port}" if self.port else "-",
+        )
+
+    async def publish(self, inbound: Inbound) -> None:
+        assert self.bus is not None
+        await self.bus.publish_inbound(inbound)
+
+    async def stop(self) -> None:
+        """Stop intake first, let in-flight work drain, then close the clients."""
+        for channel in self.channels:
+            with contextlib.suppress(Exception):
+                await channel.stop()
+        if self.bus is not None:
+            await self.bus.stop_consuming(drain_timeout=30)
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.journal is not None:
+            await self.journal.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+    def urls(self) -> dict[str, str]:
+        base = self.settings.public_url or f"http://{self.settings.http_host}:{self.port}"
+        found = {}
+        if any(c.name == "webchat" for c in self.channels):
+            found["chat"] = f"{base}/chat"
+        if "inbox" in self.parts:
+            found["inbox"] = f"{base}/inbox"
+        if self.port:
+            found["metrics"] = f"{base}/metrics"
+        return found
+
+
+async def _to_inbox(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/inbox")
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    return None
+
+
+def _queue_depth_ctx(bus: RabbitBus, channels: list[str]) -> Any:
+    async def ctx(app: web.Application) -> Any:
+        async def sample() -> None:
+            while True:
+                with contextlib.suppress(Exception):
+                    names = [
+                        bus.topology.inbound_queue,
+                        bus.topology.dead_queue,
+                        *(bus.topology.outbound_queue(c) for c in channels if c != "webchat"),
+                    ]
+                    for name, depth in (await bus.queue_depths(names)).items():
+                        METRICS.queue_depth.labels(queue=name).set(depth)
+                await asyncio.sleep(15)
+
+        task = asyncio.create_task(sample())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+async def _retry(what: str, action: Any, attempts: int = 30) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            await action()
+            return
+        except Exception as exc:
+            if attempt == attempts:
+                raise TransientError(f"{what} unavailable: {exc}") from exc
+            log.warning("%s not ready (%s), attempt %d", what, exc, attempt)
+            await asyncio.sleep(min(attempt, 5))
+
+
+async def run(settings: Settings, parts: Sequence[str] = ()) -> None:
+    """Run until SIGTERM or SIGINT, then drain and exit."""
+    hub = Hub(settings, parts)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await hub.start()
+        for name, url in hub.urls().items():
+            print(f"{name}: {url}", flush=True)
+        await stop.wait()
+        log.info("stopping: draining in-flight work")
+    finally:
+        await hub.stop()
+        log.info("stopped")

@@ -1,0 +1,180 @@
+"""Delivery of replies: one outbound queue per channel, retries with backoff on
+429/5xx (honouring the remote side's retry_after), permanent failures recorded
+on the message for the inbox. A consumer never dies of one failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+
+from pydantic import ValidationError
+
+from adshub.bus import Delivery, RabbitBus
+from adshub.contract import Event, Outbound, utcnow
+from adshub.errors import PermanentDeliveryError, RetryableDeliveryError
+from adshub.metrics import METRICS
+from channels.base import Channel
+from journal.repository import Journal, is_transient
+
+log = logging.getLogger("adshub.delivery")
+
+
+class DeliveryWorker:
+    """Consumes a channel's outbound queue and hands each reply to ``channel.send``."""
+
+    def __init__(
+        self, channel: Channel, bus: RabbitBus, journal: Journal, retry_window: float = 600.0, max_backoff: float = 30.0
+    ) -> None:
+        self.channel = channel
+        self.bus = bus
+        self.journal = journal
+        self.retry_window = retry_window
+        self.max_backoff = max_backoff
+        self._seen: dict[str, float] = {}
+
+    async def start(self) -> None:
+        if self.channel.local_delivery:
+            await self.bus.consume_private("outbound", [self.channel.name], self.handle)
+        else:
+            queue = await self.bus.declare_outbound_queue(self.channel.name)
+            await self.bus.consume(queue, self.handle, max_batch=32, max_wait=0.002)
+
+    async def handle(self, deliveries: list[Delivery]) -> None:
+        outbounds: list[tuple[Delivery, Outbound]] = []
+        for delivery in deliveries:
+            try:
+                outbounds.append((delivery, Outbound.model_validate_json(delivery.body)))
+            except ValidationError as exc:
+                log.error("invalid outbound message: %s", exc, extra={"message_id": delivery.message_id})
+                METRICS.dead_letters.labels(source=f"outbound.{self.channel.name}").inc()
+                await self.bus.dead_letter(
+                    delivery, f"invalid outbound message: {exc.errors()[:3]}", source=f"outbound.{self.channel.name}"
+                )
+        if not outbounds:
+            return
+        fresh = [(d, o) for d, o in outbounds if o.id not in self._seen]
+        for d, o in outbounds:
+            if o.id in self._seen:
+                await d.ack()
+        try:
+            already = (
+                await self.journal.delivered_ids([o.id for _, o in fresh]) if not self.channel.local_delivery else set()
+            )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("journal unavailable for delivery check (%s); requeueing", exc)
+            await asyncio.sleep(1.0)
+            for d, _ in fresh:
+                await d.nack(requeue=True)
+            return
+        by_address: dict[str, list[tuple[Delivery, Outbound]]] = defaultdict(list)
+        for d, o in fresh:
+            if o.id in already:
+                await d.ack()
+                continue
+            by_address[o.address].append((d, o))
+        results = await asyncio.gather(*(self._deliver_in_order(items) for items in by_address.values()))
+        outcomes = [item for group in results for item in group]
+        await self._record(outcomes)
+
+    async def _deliver_in_order(
+        self, items: list[tuple[Delivery, Outbound]]
+    ) -> list[tuple[Delivery, Outbound, str, str | None]]:
+        done: list[tuple[Delivery, Outbound, str, str | None]] = []
+        for index, (delivery, outbound) in enumerate(items):
+            status, error = await self._deliver(outbound)
+            done.append((delivery, outbound, status, error))
+            if status == "retry":
+                for later_delivery, later in items[index + 1 :]:
+                    done.append((later_delivery, later, "retry", "an earlier message is still waiting"))
+                break
+        return done
+
+    async def _deliver(self, outbound: Outbound) -> tuple[str, str | None]:
+        """``sent``, ``queued``, ``failed`` (permanent, with the reason) or ``retry`` (return to the queue)."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self.channel.send(outbound)
+                return result, None
+            except PermanentDeliveryError as exc:
+                METRICS.delivery_failures.labels(channel=self.channel.name, kind="permanent").inc()
+                log.warning("delivery failed permanently: %s", exc, extra={"message_id": outbound.id})
+                return "failed", str(exc)
+            except RetryableDeliveryError as exc:
+                METRICS.delivery_failures.labels(channel=self.channel.name, kind="retryable").inc()
+                delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                reason = str(exc)
+            except Exception as exc:
+                METRICS.delivery_failures.labels(channel=self.channel.name, kind="error").inc()
+                log.exception("unexpected delivery error", extra={"message_id": outbound.id})
+                if attempt >= 3:
+                    return "failed", f"{type(exc).__name__}: {exc}"
+                delay = self._backoff(attempt)
+                reason = str(exc)
+            if time.monotonic() - started + delay > self.retry_window:
+                log.warning(
+                    "delivery still failing after %.0fs (%s); back to the queue",
+                    time.monotonic() - started,
+                    reason,
+                    extra={"message_id": outbound.id},
+                )
+                return "retry", reason
+            log.info(
+                "delivery attempt %d failed (%s); next in %.1fs", attempt, reason, extra={"message_id": outbound.id}
+            )
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_backoff, 0.5 * 2 ** min(attempt, 8)) * (0.8 + random.random() * 0.4)
+
+    async def _record(self, outcomes: list[tuple[Delivery, Outbound, str, str | None]]) -> None:
+        sent = [o for _, o, status, _ in outcomes if status == "sent"]
+        failed = [(o, e) for _, o, status, e in outcomes if status == "failed"]
+        now = utcnow()
+        for _ in range(10):
+            try:
+                if sent:
+                    await self.journal.mark_delivery([o.id for o in sent], "sent")
+                    informed = {o.request_number: now for o in sent if o.request_number}
+                    await self.journal.mark_informed(informed)
+                for outbound, error in failed:
+                    await self.journal.mark_delivery([outbound.id], "failed", error)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("could not record delivery results")
+                    break
+                await asyncio.sleep(1.0)
+        events: list[Event] = []
+        for delivery, outbound, status, error in outcomes:
+            if status == "retry":
+                await delivery.nack(requeue=True)
+                continue
+            if status in ("sent", "failed"):
+                METRICS.messages_out.labels(channel=self.channel.name, status=status).inc()
+                self._remember(outbound.id)
+                events.append(
+                    Event(
+                        type="delivery",
+                        conversation_id=outbound.conversation_id,
+                        request_number=outbound.request_number,
+                        message_id=outbound.id,
+                        data={"status": status, "error": error, "channel": outbound.channel},
+                    )
+                )
+            await delivery.ack()
+        await self.bus.publish_events(events)
+
+    def _remember(self, outbound_id: str) -> None:
+        self._seen[outbound_id] = time.monotonic()
+        if len(self._seen) > 20_000:
+            for key in list(self._seen)[:5_000]:
+                del self._seen[key]

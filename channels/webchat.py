@@ -1,0 +1,296 @@
+"""The chat on the company's website: a widget any site can embed with one
+``<script src=".../chat/widget.js">`` tag, talking JSON frames over a WebSocket.
+
+client → ``{"type":"message","id":"<client message id>","text":"..."}``
+server → ``{"type":"ack","id":...}`` once the broker has the message,
+         ``{"type":"message","id":...,"text":...,"from":"hub"|"dispatcher","request":{...}}``,
+         ``{"type":"history","messages":[...]}`` on connect,
+         ``{"type":"error","code":...,"message":...}`` for a bad frame; the socket stays open.
+
+The journal is the mailbox: a reply produced while the resident was away is
+shown from the history when the widget reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import OrderedDict, defaultdict
+from typing import Any, ClassVar
+
+from aiohttp import WSMsgType, web
+
+from adshub.contract import Inbound, Outbound, Sender, utcnow
+from adshub.errors import TransientError
+from adshub.metrics import METRICS
+from adshub.ratelimit import RateLimiter
+from channels.base import ChannelContext, Publish, SendResult
+from templates import TEMPLATES_DIR
+
+log = logging.getLogger("adshub.channels.webchat")
+
+SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+MAX_FRAME_BYTES = 64 * 1024
+MAX_TEXT_CHARS = 4000
+MAX_SOCKET_MESSAGE = 8 * 1024 * 1024
+"""Bigger frames close the socket (1009); up to this size a clear error frame answers."""
+
+ERRORS = {
+    "bad_json": "Сообщение не распознано: ожидается JSON.",
+    "bad_frame": "Сообщение не распознано: нет поля type.",
+    "unknown_type": "Неизвестный тип сообщения.",
+    "bad_id": "У сообщения нет корректного id.",
+    "empty_text": "Пустое сообщение: напишите, что случилось.",
+    "too_long": f"Сообщение слишком длинное: не больше {MAX_TEXT_CHARS} символов.",
+    "too_large": "Сообщение слишком большое.",
+    "rate_limited": "Слишком много сообщений подряд. Подождите немного и попробуйте снова.",
+    "unavailable": "Сервис временно недоступен, сообщение не принято. Попробуйте отправить ещё раз.",
+}
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, client_id: str | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.client_id = client_id
+
+
+def parse_frame(raw: str) -> dict[str, Any]:
+    """Validate one client frame; raises FrameError with a code the widget can show."""
+    if len(raw.encode("utf-8", errors="replace")) > MAX_FRAME_BYTES:
+        raise FrameError("too_large")
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FrameError("bad_json") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise FrameError("bad_frame")
+    kind = frame["type"]
+    client_id = frame.get("id")
+    if kind in ("ping", "history"):
+        return {"type": kind}
+    if kind not in ("message", "button"):
+        raise FrameError("unknown_type", client_id if isinstance(client_id, str) else None)
+    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
+        raise FrameError("bad_id")
+    if kind == "button":
+        data = frame.get("data")
+        if not isinstance(data, str) or not 0 < len(data) <= 64:
+            raise FrameError("bad_frame", client_id)
+        return {"type": "button", "id": client_id, "data": data}
+    text = frame.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise FrameError("empty_text", client_id)
+    if len(text) > MAX_TEXT_CHARS:
+        raise FrameError("too_long", client_id)
+    return {"type": "message", "id": client_id, "text": text.strip()}
+
+
+def error_frame(code: str, client_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": ERRORS.get(code, code)}
+    if client_id:
+        frame["id"] = client_id
+    return frame
+
+
+def outbound_frame(outbound: Outbound) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "message",
+        "id": outbound.id,
+        "text": outbound.text,
+        "from": "hub" if outbound.author in (None, "hub") else "dispatcher",
+        "at": outbound.created_at.isoformat(),
+    }
+    if outbound.request_number and outbound.kind == "registration":
+        deadline = outbound.deadline.isoformat() if outbound.deadline else None
+        frame["request"] = {"number": outbound.request_number, "deadline": deadline}
+    if outbound.buttons:
+        frame["buttons"] = [[b.model_dump() for b in row] for row in outbound.buttons]
+    return frame
+
+
+class WebChat:
+    """The web chat channel: intake over WebSocket, replies pushed to this process's open sockets."""
+
+    name: ClassVar[str] = "webchat"
+    local_delivery: ClassVar[bool] = True
+
+    def __init__(self, context: ChannelContext) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.journal = context.journal
+        self._publish: Publish | None = None
+        self._sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        self._pushed: OrderedDict[str, None] = OrderedDict()
+        self._session_limits = RateLimiter(self.settings.chat_rate_per_minute)
+        self._ip_limits = RateLimiter(self.settings.chat_ip_rate_per_minute)
+
+    @classmethod
+    def configured(cls, settings: Any) -> bool:
+        return True
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/chat", self.page),
+            web.get("/chat/widget.js", self.widget),
+            web.get("/chat/ws", self.socket),
+        ]
+
+    async def start(self, publish: Publish) -> None:
+        self._publish = publish
+
+    async def stop(self) -> None:
+        for sockets in list(self._sockets.values()):
+            for ws in list(sockets):
+                await ws.close(code=1001, message=b"server shutting down")
+
+    # -- delivery -------------------------------------------------------------
+
+    async def send(self, outbound: Outbound) -> SendResult:
+        if outbound.id in self._pushed:
+            return "sent"
+        sockets = [ws for ws in self._sockets.get(outbound.address, ()) if not ws.closed]
+        if not sockets:
+            return "queued"
+        frame = outbound_frame(outbound)
+        delivered = False
+        for ws in sockets:
+            try:
+                await ws.send_json(frame)
+                delivered = True
+            except (ConnectionError, RuntimeError):
+                continue
+        if delivered:
+            self._pushed[outbound.id] = None
+            if len(self._pushed) > 50_000:
+                self._pushed.popitem(last=False)
+            return "sent"
+        return "queued"
+
+    # -- HTTP -----------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        from adshub.web import render
+
+        return render(request, "chat/page.html", {"company": self.settings.company_name})
+
+    async def widget(self, request: web.Request) -> web.StreamResponse:
+        body = (TEMPLATES_DIR / "chat" / "widget.js").read_text(encoding="utf-8")
+        return web.Response(
+            text=body,
+            content_type="application/javascript",
+            headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+        )
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if not origin:
+            return True
+        allowed = self.settings.allowed_chat_origins
+        if "*" in allowed or origin.rstrip("/") in allowed:
+            return True
+        own = f"{request.scheme}://{request.host}"
+        return origin.rstrip("/") == own
+
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        session = request.query.get("session", "")
+        if not SESSION_RE.match(session):
+            raise web.HTTPBadRequest(text="session must be 8-64 characters of A-Z a-z 0-9 _ -")
+        if not self._origin_allowed(request):
+            log.warning("web chat connection from a foreign origin refused: %s", request.headers.get("Origin"))
+            raise web.HTTPForbidden(text="origin not allowed")
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_SOCKET_MESSAGE)
+        await ws.prepare(request)
+        self._sockets[session].add(ws)
+        ip = request.remote or "?"
+        try:
+            await self._send_history(ws, session)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_frame(ws, session, ip, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await ws.send_json(error_frame("bad_json"))
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._sockets[session].discard(ws)
+            if not self._sockets[session]:
+                self._sockets.pop(session, None)
+        return ws
+
+    async def _on_frame(self, ws: web.WebSocketResponse, session: str, ip: str, raw: str) -> None:
+        try:
+            frame = parse_frame(raw)
+        except FrameError as exc:
+            await ws.send_json(error_frame(exc.code, exc.client_id))
+            return
+        if frame["type"] == "ping":
+            await ws.send_json({"type": "pong"})
+            return
+        if frame["type"] == "history":
+            await self._send_history(ws, session)
+            return
+        client_id = frame["id"]
+        if not self._session_limits.allow(session) or not self._ip_limits.allow(ip):
+            await ws.send_json(error_frame("rate_limited", client_id))
+            return
+        inbound = Inbound(
+            id=f"webchat:{session}:{client_id}",
+            channel=self.name,
+            address=session,
+            sender=Sender(id=session),
+            kind="callback" if frame["type"] == "button" else "message",
+            text=frame.get("text", ""),
+            payload={"data": frame["data"]} if frame["type"] == "button" else {},
+            received_at=utcnow(),
+            raw={"frame": frame, "ip": ip},
+        )
+        if self._publish is None:
+            await ws.send_json(error_frame("unavailable", client_id))
+            return
+        try:
+            await self._publish(inbound)
+        except TransientError as exc:
+            log.warning("web chat message not accepted: %s", exc, extra={"message_id": inbound.id})
+            await ws.send_json(error_frame("unavailable", client_id))
+            return
+        METRICS.messages_in.labels(channel=self.name).inc()
+        await ws.send_json({"type": "ack", "id": client_id})
+
+    async def _send_history(self, ws: web.WebSocketResponse, session: str) -> None:
+        try:
+            docs = await self.journal.history(f"{self.name}:{session}")
+        except Exception as exc:
+            log.warning("web chat history unavailable: %s", exc)
+            return
+        messages = []
+        undelivered: list[str] = []
+        informed: dict[str, Any] = {}
+        for doc in docs:
+            if doc["direction"] == "in":
+                if doc.get("kind") != "message":
+                    continue
+                client_id = doc["_id"].split(":", 2)[-1]
+                messages.append(
+                    {"id": client_id, "from": "resident", "text": doc.get("text", ""), "at": doc["at"].isoformat()}
+                )
+            else:
+                outbound = Outbound.model_validate(doc["outbound"])
+                messages.append(outbound_frame(outbound))
+                if (doc.get("delivery") or {}).get("status") != "sent":
+                    undelivered.append(outbound.id)
+                    if outbound.request_number:
+                        informed[outbound.request_number] = utcnow()
+        await ws.send_json({"type": "history", "messages": messages})
+        if undelivered:
+            await asyncio.gather(
+                self.journal.mark_delivery(undelivered, "sent"),
+                self.journal.mark_informed(informed),
+                return_exceptions=True,
+            )
+
+    def connected_sessions(self) -> int:
+        return len(self._sockets)

@@ -1,0 +1,150 @@
+"""The journal as an inspector wants it: one row per request with Russian headers
+(CSV, XLSX) or the same fields as a JSON array."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bots.texts import STATUS_NAMES
+from router.categories import info
+
+CHANNEL_NAMES = {
+    "webchat": "Чат на сайте",
+    "telegram": "Telegram",
+    "vk": "ВКонтакте",
+    "email": "Электронная почта",
+    "voicemail": "Голосовое сообщение",
+    "phone": "Телефон",
+}
+
+COLUMNS: list[tuple[str, str]] = [
+    ("number", "Номер заявки"),
+    ("registered_at", "Дата и время регистрации"),
+    ("channel", "Канал"),
+    ("contact", "Заявитель"),
+    ("phone", "Телефон"),
+    ("address", "Адрес"),
+    ("text", "Содержание обращения"),
+    ("category", "Категория"),
+    ("emergency", "Аварийная"),
+    ("deadline", "Плановый срок"),
+    ("deadlines", "Нормативные сроки"),
+    ("clocks_met", "Сроки соблюдены"),
+    ("status", "Статус"),
+    ("executor", "Исполнитель"),
+    ("result", "Результат"),
+    ("closed_at", "Дата закрытия"),
+    ("rating", "Оценка заявителя"),
+]
+
+
+def _iso(value: datetime | None, tz: ZoneInfo) -> str | None:
+    return value.astimezone(tz).isoformat(timespec="seconds") if value else None
+
+
+def _local(value: datetime | None, tz: ZoneInfo) -> str:
+    return value.astimezone(tz).strftime("%d.%m.%Y %H:%M") if value else ""
+
+
+def export_row(doc: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+    """One request in the export's field names; times in the company's time zone."""
+    contact = doc.get("contact") or {}
+    clocks = doc.get("clocks") or {}
+    return {
+        "number": doc["_id"],
+        "registered_at": _iso(doc.get("registered_at"), tz),
+        "channel": doc.get("channel"),
+        "contact": contact.get("name") or contact.get("email") or contact.get("phone"),
+        "phone": contact.get("phone"),
+        "address": (doc.get("address") or {}).get("text"),
+        "text": doc.get("text"),
+        "category": doc.get("category"),
+        "category_name": info(doc["category"]).name if doc.get("category") else None,
+        "emergency": bool(doc.get("emergency")),
+        "deadline": _iso(doc.get("deadline"), tz),
+        "deadlines": {name: _iso(c.get("due_at"), tz) for name, c in clocks.items()},
+        "clocks": {
+            name: {
+                "label": c.get("label"),
+                "due_at": _iso(c.get("due_at"), tz),
+                "done_at": _iso(c.get("done_at"), tz),
+                "met": c.get("met"),
+            }
+            for name, c in clocks.items()
+        },
+        "status": doc.get("status"),
+        "executor": (doc.get("executor") or {}).get("name"),
+        "result": (doc.get("result") or {}).get("text") if isinstance(doc.get("result"), dict) else doc.get("result"),
+        "closed_at": _iso(doc.get("closed_at"), tz),
+        "rating": (doc.get("survey") or {}).get("rating"),
+    }
+
+
+def _cell(key: str, row: dict[str, Any], tz: ZoneInfo) -> Any:
+    value = row.get(key)
+    if key in ("registered_at", "deadline", "closed_at"):
+        return _local(datetime.fromisoformat(value), tz) if value else ""
+    if key == "channel":
+        return CHANNEL_NAMES.get(value or "", value or "")
+    if key == "category":
+        return row.get("category_name") or value or ""
+    if key == "emergency":
+        return "да" if value else "нет"
+    if key == "status":
+        return STATUS_NAMES.get(value or "", value or "")
+    if key == "deadlines":
+        labels = {c: (row["clocks"][c].get("label") or c) for c in row["clocks"]}
+        return "; ".join(f"{labels[c]}: {_local(datetime.fromisoformat(d), tz)}" for c, d in value.items() if d)
+    if key == "clocks_met":
+        clocks = row["clocks"]
+        decided = [c for c in clocks.values() if c.get("met") is not None]
+        if not decided:
+            return ""
+        return (
+            "да"
+            if all(c["met"] for c in decided)
+            else "нет: " + ", ".join(c.get("label") or "" for c in decided if not c["met"])
+        )
+    return "" if value is None else value
+
+
+def table(rows: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[str], list[list[Any]]]:
+    headers = [title for _, title in COLUMNS]
+    body = [[_cell(key, row, tz) for key, _ in COLUMNS] for row in rows]
+    return headers, body
+
+
+def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo) -> str:
+    headers, body = table(rows, tz)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(headers)
+    writer.writerows(body)
+    return "\ufeff" + out.getvalue()
+
+
+def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo) -> bytes:
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
+    headers, body = table(rows, tz)
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "Журнал заявок"
+    sheet.append(headers)
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    for line in body:
+        sheet.append([str(v) if isinstance(v, dict | list) else v for v in line])
+    widths = [14, 18, 16, 22, 16, 32, 60, 30, 10, 18, 40, 16, 16, 22, 30, 18, 10]
+    for index, width in enumerate(widths, start=1):
+        sheet.column_dimensions[sheet.cell(row=1, column=index).column_letter].width = width
+    sheet.freeze_panes = "A2"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()

@@ -1,0 +1,436 @@
+"""The journal: the one owner of MongoDB (PyMongo's async API).
+
+Collections: contacts, conversations, messages (both directions), requests,
+counters, audit, dead_letters, tasks (callbacks), users, buildings, staff,
+corrections, cursors. Writes that the router makes for many messages at once
+go through ``commit`` in a handful of round trips. Everything written is
+idempotent under redelivery: deterministic ids, a unique index on the source
+message of a request, duplicates ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    NetworkTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+
+from adshub.errors import TransientError
+
+log = logging.getLogger("adshub.journal")
+
+DUPLICATE_KEY = 11000
+TRANSIENT_ERRORS = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError, WriteConcernError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS | TransientError):
+        return True
+    if isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError"):
+        return True
+    return False
+
+
+@dataclass
+class Commit:
+    """Everything one batch of inbound messages writes, applied in dependency order."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    request_updates: list[UpdateOne] = field(default_factory=list)
+    audits: list[dict[str, Any]] = field(default_factory=list)
+    conversations: list[UpdateOne] = field(default_factory=list)
+    contacts: list[UpdateOne] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    message_updates: list[UpdateOne] = field(default_factory=list)
+
+
+class RegistrationConflict(TransientError):
+    """Another router registered the same source message at the same moment; retry the batch."""
+
+
+class Journal:
+    """The repository of requests and conversations."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[dict[str, Any]] = client[database]
+        self.contacts = self.db["contacts"]
+        self.conversations = self.db["conversations"]
+        self.messages = self.db["messages"]
+        self.requests = self.db["requests"]
+        self.counters = self.db["counters"]
+        self.audit = self.db["audit"]
+        self.dead_letters = self.db["dead_letters"]
+        self.tasks = self.db["tasks"]
+        self.users = self.db["users"]
+        self.buildings = self.db["buildings"]
+        self.staff = self.db["staff"]
+        self.corrections = self.db["corrections"]
+        self.cursors = self.db["cursors"]
+        self.incidents = self.db["incidents"]
+
+    @classmethod
+    def connect(cls, url: str, database: str, timeout_ms: int = 5000) -> Journal:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=30_000,
+            appname="adshub",
+            retryWrites=True,
+        )
+        return cls(client, database)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def ping(self) -> None:
+        await self.db.command("ping")
+
+    async def prepare(self, years: Iterable[int] = ()) -> None:
+        """Indexes and counters, created at start (counters before use: see DESIGN)."""
+        await self.contacts.create_indexes(
+            [
+                IndexModel([("identities", ASCENDING)], unique=True, name="identities_unique"),
+                IndexModel([("phones", ASCENDING)], name="phones"),
+            ]
+        )
+        await self.conversations.create_indexes(
+            [
+                IndexModel([("last_message_at", DESCENDING)], name="recent"),
+                IndexModel([("contact_id", ASCENDING)], name="contact"),
+            ]
+        )
+        await self.messages.create_indexes(
+            [
+                IndexModel([("conversation_id", ASCENDING), ("at", ASCENDING)], name="thread"),
+                IndexModel([("request_number", ASCENDING)], name="request"),
+                IndexModel([("external_ref", ASCENDING)], name="external_ref", sparse=True),
+            ]
+        )
+        await self.requests.create_indexes(
+            [
+                IndexModel([("source_message_id", ASCENDING)], unique=True, name="source_unique"),
+                IndexModel([("registered_at", DESCENDING)], name="registered"),
+                IndexModel([("status", ASCENDING), ("registered_at", DESCENDING)], name="status"),
+                IndexModel([("contact_id", ASCENDING)], name="contact"),
+                IndexModel([("conversation_id", ASCENDING)], name="conversation"),
+                IndexModel([("next_due_at", ASCENDING)], name="next_due", sparse=True),
+                IndexModel([("address.key", ASCENDING), ("registered_at", DESCENDING)], name="address"),
+                IndexModel([("incident_id", ASCENDING)], name="incident", sparse=True),
+            ]
+        )
+        await self.audit.create_indexes([IndexModel([("request", ASCENDING), ("at", ASCENDING)], name="request")])
+        await self.dead_letters.create_indexes([IndexModel([("at", DESCENDING)], name="recent")])
+        await self.tasks.create_indexes(
+            [
+                IndexModel([("status", ASCENDING), ("due_at", ASCENDING)], name="due"),
+            ]
+        )
+        await self.users.create_indexes([IndexModel([("login", ASCENDING)], unique=True, name="login_unique")])
+        await self.buildings.create_indexes([IndexModel([("key", ASCENDING)], unique=True, name="key_unique")])
+        await self.incidents.create_indexes(
+            [
+                IndexModel(
+                    [("building_key", ASCENDING), ("kind", ASCENDING), ("last_report_at", DESCENDING)], name="open"
+                ),
+            ]
+        )
+        for year in {*years, datetime.now(UTC).year, datetime.now(UTC).year + 1}:
+            await self.ensure_counter(year)
+
+    # -- numbers --------------------------------------------------------------
+
+    async def ensure_counter(self, year: int) -> None:
+        try:
+            await self.counters.insert_one({"_id": f"requests:{year}", "seq": 0})
+        except DuplicateKeyError:
+            pass
+
+    async def reserve_numbers(self, year: int, count: int) -> list[int]:
+        """``count`` consecutive sequence numbers of ``year``, atomically; never reused."""
+        for _ in range(3):
+            doc = await self.counters.find_one_and_update(
+                {"_id": f"requests:{year}"}, {"$inc": {"seq": count}}, return_document=ReturnDocument.AFTER
+            )
+            if doc is not None:
+                last = int(doc["seq"])
+                return list(range(last - count + 1, last + 1))
+            await self.ensure_counter(year)
+        raise TransientError(f"counter requests:{year} is unavailable")
+
+    # -- reads for the router -------------------------------------------------
+
+    async def processed(self, inbound_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not inbound_ids:
+            return {}
+        cursor = self.messages.find({"_id": {"$in": list(inbound_ids)}}, {"raw": 0})
+        return {doc["_id"]: doc async for doc in cursor}
+
+    async def replies_to(self, inbound_ids: Sequence[str]) -> list[dict[str, Any]]:
+        cursor = self.messages.find({"in_reply_to": {"$in": list(inbound_ids)}, "direction": "out"})
+        return [doc async for doc in cursor]
+
+    async def requests_by_source(self, inbound_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not inbound_ids:
+            return {}
+        cursor = self.requests.find({"source_message_id": {"$in": list(inbound_ids)}})
+        return {doc["source_message_id"]: doc async for doc in cursor}
+
+    async def requests_by_number(self, numbers: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = sorted({n for n in numbers if n})
+        if not wanted:
+            return {}
+        return {doc["_id"]: doc async for doc in self.requests.find({"_id": {"$in": wanted}})}
+
+    async def request(self, number: str) -> dict[str, Any] | None:
+        return await self.requests.find_one({"_id": number})
+
+    async def numbers_by_external_refs(self, refs: Iterable[str]) -> dict[str, str]:
+        wanted = sorted({r for r in refs if r})
+        if not wanted:
+            return {}
+        cursor = self.messages.find(
+            {"external_ref": {"$in": wanted}, "request_number": {"$ne": None}}, {"external_ref": 1, "request_number": 1}
+        )
+        return {doc["external_ref"]: doc["request_number"] async for doc in cursor}
+
+    async def conversations_by_id(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        return {doc["_id"]: doc async for doc in self.conversations.find({"_id": {"$in": wanted}})}
+
+    async def create_conversations(self, docs: list[dict[str, Any]]) -> None:
+        await self._insert_ignoring_duplicates(self.conversations, docs)
+
+    async def contacts_by_identity(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return []
+        return [doc async for doc in self.contacts.find({"identities": {"$in": wanted}})]
+
+    async def create_contacts(self, docs: list[dict[str, Any]]) -> set[int]:
+        """Insert new contacts; returns the positions that collided with an existing identity."""
+        return await self._insert_ignoring_duplicates(self.contacts, docs)
+
+    async def merge_contacts(self, keep: str, merged: Sequence[str], identities: Sequence[str]) -> None:
+        """One person turned out to be several contacts (a phone shared in Telegram and a voicemail)."""
+        now = datetime.now(UTC)
+        others = [doc async for doc in self.contacts.find({"_id": {"$in": list(merged)}})]
+        phones = sorted({p for doc in others for p in doc.get("phones", [])})
+        emails = sorted({e for doc in others for e in doc.get("emails", [])})
+        all_ids = sorted({*identities, *(i for doc in others for i in doc.get("identities", []))})
+        await self.contacts.delete_many({"_id": {"$in": list(merged)}})
+        await self.contacts.update_one(
+            {"_id": keep},
+            {
+                "$addToSet": {
+                    "identities": {"$each": all_ids},
+                    "phones": {"$each": phones},
+                    "emails": {"$each": emails},
+                    "merged_from": {"$each": list(merged)},
+                },
+                "$set": {"updated_at": now},
+            },
+        )
+        for collection in (self.conversations, self.requests, self.messages, self.tasks):
+            await collection.update_many({"contact_id": {"$in": list(merged)}}, {"$set": {"contact_id": keep}})
+
+    async def add_identities(
+        self, contact_id: str, identities: Sequence[str], phones: Sequence[str], emails: Sequence[str], name: str | None
+    ) -> None:
+        update: dict[str, Any] = {"$set": {"updated_at": datetime.now(UTC)}}
+        add = {
+            k: {"$each": list(v)} for k, v in (("identities", identities), ("phones", phones), ("emails", emails)) if v
+        }
+        if add:
+            update["$addToSet"] = add
+        if name:
+            update["$set"]["name"] = name
+        await self.contacts.update_one({"_id": contact_id}, update)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def commit(self, commit: Commit) -> None:
+        """Apply one batch: requests first (the unique source index is the dedup point), messages last."""
+        if commit.requests:
+            failed = await self._insert_ignoring_duplicates(self.requests, commit.requests)
+            if failed:
+                ids = [commit.requests[i]["source_message_id"] for i in sorted(failed)]
+                raise RegistrationConflict(f"source messages registered concurrently: {ids}")
+        if commit.request_updates:
+            await self.requests.bulk_write(commit.request_updates, ordered=False)
+        if commit.audits:
+            await self._insert_ignoring_duplicates(self.audit, commit.audits)
+        if commit.conversations:
+            await self.conversations.bulk_write(commit.conversations, ordered=False)
+        if commit.contacts:
+            await self.contacts.bulk_write(commit.contacts, ordered=False)
+        if commit.tasks:
+            await self._insert_ignoring_duplicates(self.tasks, commit.tasks)
+        if commit.message_updates:
+            await self.messages.bulk_write(commit.message_updates, ordered=False)
+        if commit.messages:
+            await self._insert_ignoring_duplicates(self.messages, commit.messages)
+
+    async def _insert_ignoring_duplicates(self, collection: Any, docs: list[dict[str, Any]]) -> set[int]:
+        """Insert, treating an existing _id or unique key as already written; returns those positions."""
+        if not docs:
+            return set()
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return {int(e["index"]) for e in errors}
+        return set()
+
+    async def record_audit(
+        self, request: str, actor: str, action: str, changes: dict[str, Any], source: str, message_id: str | None = None
+    ) -> None:
+        await self.audit.insert_one(audit_entry(request, actor, action, changes, source, message_id))
+
+    # -- delivery -------------------------------------------------------------
+
+    async def delivered_ids(self, outbound_ids: Sequence[str]) -> set[str]:
+        if not outbound_ids:
+            return set()
+        cursor = self.messages.find({"_id": {"$in": list(outbound_ids)}, "delivery.status": "sent"}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
+
+    async def mark_delivery(
+        self, outbound_ids: Sequence[str], status: str, error: str | None = None, attempts: int | None = None
+    ) -> None:
+        if not outbound_ids:
+            return
+        now = datetime.now(UTC)
+        fields: dict[str, Any] = {"delivery.status": status, "delivery.updated_at": now, "delivery.error": error}
+        if status == "sent":
+            fields["delivery.sent_at"] = now
+        if attempts is not None:
+            fields["delivery.attempts"] = attempts
+        await self.messages.update_many({"_id": {"$in": list(outbound_ids)}}, {"$set": fields})
+
+    async def mark_informed(self, numbers_at: dict[str, datetime]) -> None:
+        """The resident got the number, the deadline and the measures: the inform clock is met."""
+        if not numbers_at:
+            return
+        cursor = self.requests.find({"_id": {"$in": list(numbers_at)}, "clocks.inform.done_at": None}, {"clocks": 1})
+        ops = []
+        async for doc in cursor:
+            at = numbers_at[doc["_id"]]
+            clocks = doc.get("clocks") or {}
+            clock = dict(clocks.get("inform") or {})
+            clock.update(done_at=at, met=at <= clock["due_at"] if clock.get("due_at") else True)
+            clocks = {**clocks, "inform": clock}
+            ops.append(
+                UpdateOne(
+                    {"_id": doc["_id"], "clocks.inform.done_at": None},
+                    {"$set": {"clocks.inform": clock, "next_due_at": next_due(clocks)}},
+                )
+            )
+        if ops:
+            await self.requests.bulk_write(ops, ordered=False)
+
+    async def refresh_next_due(self, numbers: Sequence[str]) -> None:
+        """Recompute the earliest open clock of each request (the watcher's index)."""
+        async for doc in self.requests.find({"_id": {"$in": list(numbers)}}, {"clocks": 1}):
+            await self.requests.update_one({"_id": doc["_id"]}, {"$set": {"next_due_at": next_due(doc.get("clocks"))}})
+
+    # -- web chat history -----------------------------------------------------
+
+    async def history(self, conversation_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        cursor = (
+            self.messages.find({"conversation_id": conversation_id}, {"raw": 0}).sort("at", DESCENDING).limit(limit)
+        )
+        docs = [doc async for doc in cursor]
+        docs.reverse()
+        return docs
+
+    # -- dead letters ---------------------------------------------------------
+
+    async def record_dead_letter(
+        self, message_id: str | None, reason: str, source: str, body: bytes, headers: dict[str, Any]
+    ) -> None:
+        text = body[:20_000].decode("utf-8", errors="replace")
+        await self.dead_letters.update_one(
+            {"_id": f"{source}:{message_id or uuid.uuid4().hex}"},
+            {
+                "$setOnInsert": {
+                    "message_id": message_id,
+                    "reason": reason,
+                    "source": source,
+                    "body": text,
+                    "headers": {k: str(v) for k, v in headers.items()},
+                    "at": datetime.now(UTC),
+                    "resolved": False,
+                }
+            },
+            upsert=True,
+        )
+
+    # -- export ---------------------------------------------------------------
+
+    async def requests_for_export(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {}
+        if since or until:
+            query["registered_at"] = {k: v for k, v in (("$gte", since), ("$lt", until)) if v}
+        cursor = self.requests.find(query).sort("registered_at", ASCENDING)
+        return [doc async for doc in cursor]
+
+
+def next_due(clocks: dict[str, Any] | None, warn_before: timedelta = timedelta(0)) -> datetime | None:
+    """When the clock watcher must look at a request again (it looks ``warn_before`` ahead).
+
+    A clock already warned about is next looked at when it runs out; a breached
+    or met clock needs no more looks.
+    """
+    times = []
+    for clock in (clocks or {}).values():
+        if clock.get("done_at") is not None or clock.get("breached_at") is not None or not clock.get("due_at"):
+            continue
+        times.append(clock["due_at"] + (warn_before if clock.get("warned_at") else timedelta(0)))
+    return min(times) if times else None
+
+
+def audit_entry(
+    request: str,
+    actor: str,
+    action: str,
+    changes: dict[str, Any],
+    source: str,
+    message_id: str | None = None,
+    at: datetime | None = None,
+    entry_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "_id": entry_id or uuid.uuid4().hex,
+        "request": request,
+        "at": at or datetime.now(UTC),
+        "actor": actor,
+        "action": action,
+        "changes": changes,
+        "source": source,
+        "message_id": message_id,
+    }

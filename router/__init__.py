@@ -1,0 +1,1 @@
+"""Decisions about resident messages: classification, deadlines, threading; and the router service."""

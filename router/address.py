@@ -1,0 +1,280 @@
+"""Extract a Russian street address from a resident's message, field by field.
+
+«д.7 корп.2 подъезд 3 кв 45 ул. Ленина» → street Ленина (ул.), house 7, корпус 2,
+подъезд 3, flat 45. Voicemail transcripts spell numbers out («квартира сорок
+семь дом двенадцать улица мира»); they are turned to digits first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from router.normalize import _MORPH, normalize, words_to_digits
+
+STREET_TYPES: dict[str, str] = {
+    "ул": "ул.",
+    "улица": "ул.",
+    "улице": "ул.",
+    "улицу": "ул.",
+    "улицы": "ул.",
+    "пр-т": "пр-т",
+    "прт": "пр-т",
+    "просп": "пр-т",
+    "проспект": "пр-т",
+    "проспекту": "пр-т",
+    "проспекте": "пр-т",
+    "пр": "пр-т",
+    "пер": "пер.",
+    "переулок": "пер.",
+    "переулку": "пер.",
+    "переулке": "пер.",
+    "б-р": "б-р",
+    "бульвар": "б-р",
+    "бульвару": "б-р",
+    "бульваре": "б-р",
+    "бул": "б-р",
+    "ш": "ш.",
+    "шоссе": "ш.",
+    "наб": "наб.",
+    "набережная": "наб.",
+    "набережной": "наб.",
+    "пл": "пл.",
+    "площадь": "пл.",
+    "площади": "пл.",
+    "мкр": "мкр.",
+    "мкрн": "мкр.",
+    "микрорайон": "мкр.",
+    "микрорайоне": "мкр.",
+    "проезд": "проезд",
+    "проезде": "проезд",
+    "тупик": "туп.",
+    "аллея": "аллея",
+}
+
+_NUM = r"\d{1,4}(?:\s?[а-я](?![а-я]))?(?:/\d{1,3})?"
+_TYPE_RE = "|".join(sorted((re.escape(t) for t in STREET_TYPES), key=len, reverse=True))
+_NAME = r"[а-я][а-я-]{1,30}(?:\s(?!д\b|дом|кв|корп|стр|под)[а-я][а-я-]{2,30})?"
+_GENDER = {"ул.": "femn", "наб.": "femn", "пл.": "femn", "аллея": "femn", "ш.": "neut"}
+
+_STREET_AFTER_TYPE = re.compile(rf"(?<![а-я])({_TYPE_RE})\.?\s+(?:им\.?\s+)?({_NAME})")
+_STREET_BEFORE_TYPE = re.compile(rf"(?<![а-я])([а-я][а-я-]{{2,30}}(?:ой|ий|ый|ая|ой|ский|ская))\s+({_TYPE_RE})\b\.?")
+_HOUSE = re.compile(rf"(?<![а-я])(?:д|дом|дома|доме)\.?\s*№?\s*({_NUM})")
+_BUILDING = re.compile(r"(?<![а-я])(?:корп|корпус|к)\.?\s*(\d{1,3}[а-я]?)")
+_STRUCTURE = re.compile(r"(?<![а-я])(?:стр|строение)\.?\s*(\d{1,3})")
+_ENTRANCE = re.compile(r"(?<![а-я])(?:подъезд[а-я]*|под|п)\.?\s*№?\s*(\d{1,2})(?!\d)")
+_ENTRANCE_BEFORE = re.compile(r"(?<![\d.])(\d{1,2})(?:-?[а-я]{1,2})?\s+подъезд")
+_FLOOR = re.compile(
+    r"(?<!\d)(\d{1,2})(?:-?[а-я]{1,2})?\s+(?:\(?[а-я]+\)?\s+)?этаж|(?<![а-я])этаж[а-я]*\s*(\d{1,2})(?!\d)"
+)
+_FLAT = re.compile(r"(?<![а-я])(?:кв|квартир[аеуы]?|квартиры)\.?\s*№?\s*(\d{1,4})(?!\d)")
+_BARE = re.compile(r"(?<![а-яА-ЯёЁ])([А-ЯЁ][а-яё-]{2,30})\s+(\d{1,4}[а-я]?(?:/\d{1,3})?)(?:\s*[-–]\s*(\d{1,4}))?(?!\d)")
+_PO_STREET = re.compile(rf"(?<![а-я])(?:д|дом|дома)\.?\s*№?\s*({_NUM})\s+по\s+({_NAME})")
+
+_NOT_STREETS = {
+    "кв",
+    "дом",
+    "этаж",
+    "подъезд",
+    "квартира",
+    "корпус",
+    "тел",
+    "телефон",
+    "лифт",
+    "в",
+    "на",
+    "и",
+    "с",
+    "уже",
+    "около",
+    "примерно",
+    "через",
+    "после",
+    "до",
+    "от",
+    "за",
+    "по",
+    "каждый",
+    "всего",
+    "минус",
+    "плюс",
+}
+
+
+@dataclass(frozen=True)
+class Address:
+    street: str | None = None
+    street_type: str | None = None
+    house: str | None = None
+    building: str | None = None
+    structure: str | None = None
+    entrance: str | None = None
+    floor: str | None = None
+    flat: str | None = None
+
+    @property
+    def has_house(self) -> bool:
+        return bool(self.street and self.house)
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(asdict(self).values())
+
+    def merged(self, other: Address | None) -> Address:
+        """Fill the gaps of this address from ``other`` (an earlier, remembered one)."""
+        if other is None:
+            return self
+        if self.street and other.street and (self.street != other.street or (self.house and self.house != other.house)):
+            return self
+        values = {k: v if v else getattr(other, k) for k, v in asdict(self).items()}
+        return Address(**values)
+
+    def text(self) -> str:
+        parts: list[str] = []
+        if self.street:
+            kind = self.street_type or "ул."
+            parts.append(f"{kind} {self.street}")
+        if self.house:
+            parts.append(f"д. {self.house}")
+        if self.building:
+            parts.append(f"корп. {self.building}")
+        if self.structure:
+            parts.append(f"стр. {self.structure}")
+        if self.entrance:
+            parts.append(f"подъезд {self.entrance}")
+        if self.floor:
+            parts.append(f"этаж {self.floor}")
+        if self.flat:
+            parts.append(f"кв. {self.flat}")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, str | None]:
+        data = asdict(self)
+        data["text"] = self.text()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object] | None) -> Address | None:
+        if not data:
+            return None
+        fields = {k: (str(v) if v is not None else None) for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+
+def _title(name: str) -> str:
+    return " ".join(part[:1].upper() + part[1:] for part in name.split())
+
+
+def _nominative(name: str, street_type: str | None) -> str:
+    """«по Заречной» → «Заречная», «Комсомольскому проспекту» → «Комсомольский»; «Кирова» stays."""
+    words = name.split()
+    gender = _GENDER.get(street_type or "ул.", "masc")
+    out = []
+    for word in words:
+        parse = next((p for p in _MORPH.parse(word) if p.tag.POS == "ADJF"), None)
+        if (parse is not None and parse.tag.case != "nomn") or (parse is not None and parse.tag.gender != gender):
+            inflected = parse.inflect({"nomn", gender, "sing"}) if parse is not None else None
+            out.append(inflected.word if inflected else word)
+        else:
+            out.append(word)
+    return " ".join(out)
+
+
+def _keep_capitalized(name: str, original: str, low: str) -> str:
+    """Keep a street's second word only when the resident wrote it with a capital («Малая Садовая»)."""
+    words = name.split()
+    if len(words) < 2 or len(original) != len(low):
+        return words[0] if len(words) > 1 and len(original) != len(low) else name
+    start = low.find(name)
+    second = start + len(words[0]) + 1
+    if start >= 0 and original[second : second + 1].isupper():
+        return name
+    return words[0]
+
+
+def _clean_house(value: str) -> str:
+    return value.replace(" ", "")
+
+
+def extract_address(text: str) -> Address | None:
+    """Every address field found in ``text``; None when nothing address-like is there."""
+    original = words_to_digits(text)
+    low = normalize(original)
+    street = street_type = house = flat = None
+
+    match = _STREET_AFTER_TYPE.search(low)
+    if match and match.group(2).split()[0] not in _NOT_STREETS:
+        street_type = STREET_TYPES[match.group(1)]
+        street = _keep_capitalized(match.group(2), original, low)
+    else:
+        match = _STREET_BEFORE_TYPE.search(low)
+        if match:
+            street, street_type = match.group(1), STREET_TYPES[match.group(2)]
+            follow = re.match(rf"\s*,?\s*(?:д\.?|дом)?\s*({_NUM})(?!\d)", low[match.end() :])
+            if follow:
+                house = _clean_house(follow.group(1))
+    po = _PO_STREET.search(low)
+    if po and po.group(2).split()[0] not in _NOT_STREETS:
+        house = _clean_house(po.group(1))
+        if not street:
+            street = _keep_capitalized(po.group(2), original, low).split()[0]
+            after = low[po.start(2) + len(street) :].split()
+            if after and after[0].rstrip(".,") in STREET_TYPES:
+                street_type = STREET_TYPES[after[0].rstrip(".,")]
+    house_match = _HOUSE.search(low)
+    if house_match and not house:
+        house = _clean_house(house_match.group(1))
+    if street and not house:
+        tail = low[low.find(street) + len(street) :]
+        follow = re.match(rf",?\s*(?:д\.?|дом)?\s*({_NUM})(?:\s*[-–]\s*(\d{{1,4}}))?(?!\d)", tail)
+        if follow:
+            house = _clean_house(follow.group(1))
+            flat = follow.group(2)
+    if not street:
+        for bare in _BARE.finditer(original):
+            name = bare.group(1).lower().replace("ё", "е")
+            if name in _NOT_STREETS or name in STREET_TYPES:
+                continue
+            street = name
+            house = house or _clean_house(bare.group(2).lower())
+            flat = flat or bare.group(3)
+            break
+    if street:
+        street = re.sub(r"\s+(?:д|дом|кв|корп|подъезд|этаж)$", "", street).strip()
+        words = street.split()
+        if len(words) > 1 and words[1] in STREET_TYPES:
+            street = words[0]
+
+    flat_match = _FLAT.search(low)
+    flat = flat_match.group(1) if flat_match else flat
+    building, low = _take(_BUILDING, low)
+    structure, low = _take(_STRUCTURE, low)
+    if flat_match:
+        low = low[: flat_match.start()] + " " * (flat_match.end() - flat_match.start()) + low[flat_match.end() :]
+    if house_match:
+        low = low[: house_match.start()] + " " * (house_match.end() - house_match.start()) + low[house_match.end() :]
+    entrance, low = _take(_ENTRANCE, low)
+    if entrance is None:
+        entrance, low = _take(_ENTRANCE_BEFORE, low)
+    floor, low = _take(_FLOOR, low)
+    address = Address(
+        street=_title(_nominative(street, street_type)) if street else None,
+        street_type=street_type,
+        house=house,
+        building=building,
+        structure=structure,
+        entrance=entrance,
+        floor=floor,
+        flat=flat,
+    )
+    return None if address.is_empty else address
+
+
+def _take(pattern: re.Pattern[str], text: str) -> tuple[str | None, str]:
+    """The first value ``pattern`` finds, and the text with that match blanked out."""
+    match = pattern.search(text)
+    if not match:
+        return None, text
+    value = next((g for g in match.groups() if g), None)
+    blanked = text[: match.start()] + " " * (match.end() - match.start()) + text[match.end() :]
+    return value, blanked
