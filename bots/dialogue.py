@@ -348,6 +348,8 @@ def _message(s: Situation, extracted: Address | None) -> Step:
 
 def _without_text(s: Situation, state: State, extracted: Address | None) -> Step:
     msg = s.inbound
+    if msg.payload.get("shared_contact") and not msg.attachments and msg.location is None:
+        return Step("store", state=state, replies=(Reply("contact_saved", {"phone": msg.sender.phone}),))
     if state.awaiting == "address" and state.pending and msg.location is not None:
         return _complete_pending(s, state, extracted)
     target = s.active if s.active and not s.active.closed else None

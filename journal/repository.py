@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
+from bson.errors import InvalidId
+from gridfs import AsyncGridFSBucket, NoFile
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -39,7 +42,7 @@ TRANSIENT_ERRORS = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSele
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT_ERRORS | TransientError):
+    if isinstance(exc, (*TRANSIENT_ERRORS, TransientError)):
         return True
     if isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError"):
         return True
@@ -355,6 +358,42 @@ class Journal:
         """Recompute the earliest open clock of each request (the watcher's index)."""
         async for doc in self.requests.find({"_id": {"$in": list(numbers)}}, {"clocks": 1}):
             await self.requests.update_one({"_id": doc["_id"]}, {"$set": {"next_due_at": next_due(doc.get("clocks"))}})
+
+    # -- files (photos, voice messages, attachments) --------------------------
+
+    async def store_file(
+        self, data: bytes, filename: str, content_type: str | None, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Keep the bytes of an attachment with the message; returns ``gridfs:<id>``."""
+        bucket = AsyncGridFSBucket(self.db, bucket_name="files")
+        meta = {"content_type": content_type or "application/octet-stream", **(metadata or {})}
+        file_id = await bucket.upload_from_stream(filename or "file", data, metadata=meta)
+        return f"gridfs:{file_id}"
+
+    async def read_file(self, reference: str) -> tuple[bytes, str, str] | None:
+        """The bytes, content type and name of a stored file, or None."""
+        if not reference.startswith("gridfs:"):
+            return None
+        try:
+            file_id = ObjectId(reference.removeprefix("gridfs:"))
+        except InvalidId:
+            return None
+        bucket = AsyncGridFSBucket(self.db, bucket_name="files")
+        try:
+            stream = await bucket.open_download_stream(file_id)
+        except NoFile:
+            return None
+        data = await stream.read()
+        meta = stream.metadata or {}
+        return data, str(meta.get("content_type") or "application/octet-stream"), stream.filename or "file"
+
+    # -- channel cursors (IMAP UIDs, long poll positions) ---------------------
+
+    async def get_cursor(self, name: str) -> dict[str, Any]:
+        return await self.cursors.find_one({"_id": name}) or {}
+
+    async def set_cursor(self, name: str, values: dict[str, Any]) -> None:
+        await self.cursors.update_one({"_id": name}, {"$set": {**values, "updated_at": datetime.now(UTC)}}, upsert=True)
 
     # -- web chat history -----------------------------------------------------
 

@@ -105,7 +105,7 @@ def request_doc(
         "notes": [],
         "result": None,
         "closed_at": None,
-        "survey": None,
+        "survey": {"rating": None, "comment": None, "rated_at": None, "asked_at": None},
         "incident_id": None,
         "municipal_notice": {
             "required": category.notify_municipality,
