@@ -62,7 +62,7 @@ class Settings(BaseSettings):
 
     vk_token: SecretStr = SecretStr("")
     vk_group_id: int = 0
-    vk_api_base: str = "https://api.vk.com/method"
+    vk_api_base: str = "https://api.vk.ru/method"
     vk_api_version: str = "5.199"
     vk_wait: int = Field(25, ge=1, le=90)
 

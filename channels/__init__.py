@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "webchat": "channels.webchat:WebChat",
     "telegram": "channels.telegram:Telegram",
+    "vk": "channels.vk:VK",
 }
 
 
