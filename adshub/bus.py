@@ -34,6 +34,9 @@ from adshub.errors import TransientError
 
 log = logging.getLogger("adshub.bus")
 
+SETTLE_TIMEOUT = 10.0
+"""An ack or nack that does not complete in this time is abandoned; the broker redelivers the message."""
+
 PUBLISH_ERRORS = (
     aiormq.exceptions.AMQPError,
     ConnectionError,
@@ -106,7 +109,7 @@ class Delivery:
             return
         self.settled = True
         try:
-            await action()
+            await asyncio.wait_for(action(), SETTLE_TIMEOUT)
         except PUBLISH_ERRORS as exc:
             # The channel died under us; the broker will redeliver the message.
             log.warning("settle failed, message will be redelivered: %s", exc, extra={"message_id": self.message_id})
@@ -178,7 +181,7 @@ class Consumer:
         """Stop taking messages, finish the batch in hand, return unstarted ones to the broker."""
         if self._tag is not None:
             with contextlib.suppress(*PUBLISH_ERRORS):
-                await self._queue.cancel(self._tag)
+                await asyncio.wait_for(self._queue.cancel(self._tag), SETTLE_TIMEOUT)
             self._tag = None
         self._stopping.set()
         if self._loop_task is not None:
@@ -189,7 +192,7 @@ class Consumer:
         while not self._pending.empty():
             message = self._pending.get_nowait()
             with contextlib.suppress(*PUBLISH_ERRORS):
-                await message.nack(requeue=True)
+                await asyncio.wait_for(message.nack(requeue=True), SETTLE_TIMEOUT)
 
 
 def _wrap(message: AbstractIncomingMessage) -> Delivery:
@@ -264,7 +267,7 @@ class RabbitBus:
         self._consumers.clear()
         if self._connection is not None:
             with contextlib.suppress(*PUBLISH_ERRORS):
-                await self._connection.close()
+                await asyncio.wait_for(self._connection.close(), SETTLE_TIMEOUT)
             self._connection = None
 
     async def stop_consuming(self, drain_timeout: float = 30.0) -> None:

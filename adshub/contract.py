@@ -90,6 +90,8 @@ class Inbound(BaseModel):
     """External references of earlier messages in the same thread (email References)."""
     auto_submitted: bool = False
     """Machine-generated (RFC 3834): stored and shown, never answered automatically."""
+    answerable: bool = True
+    """False when the channel has no way back (a voicemail): registered, and a callback task is the way back."""
     payload: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] | str | None = None
 

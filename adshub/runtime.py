@@ -120,22 +120,21 @@ class Hub:
         await self.bus.publish_inbound(inbound)
 
     async def stop(self) -> None:
-        """Stop intake first, let in-flight work drain, then close the clients."""
+        """Stop intake first, let in-flight work drain, then close the clients; every step is bounded."""
         for channel in self.channels:
-            with contextlib.suppress(Exception):
-                await channel.stop()
+            await _bounded(f"stop channel {channel.name}", channel.stop(), 15)
         if self.bus is not None:
-            await self.bus.stop_consuming(drain_timeout=30)
+            await _bounded("drain consumers", self.bus.stop_consuming(drain_timeout=30), 40)
         if self.watcher is not None:
-            await self.watcher.stop()
+            await _bounded("stop clock watcher", self.watcher.stop(), 10)
         if self.runner is not None:
-            await self.runner.cleanup()
+            await _bounded("stop HTTP server", self.runner.cleanup(), 20)
         if self.bus is not None:
-            await self.bus.close()
+            await _bounded("close broker connection", self.bus.close(), 15)
         if self.journal is not None:
-            await self.journal.close()
+            await _bounded("close database client", self.journal.close(), 10)
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await _bounded("stop embedded database", asyncio.to_thread(self.embedded.stop), 30)
 
     def urls(self) -> dict[str, str]:
         base = self.settings.public_url or f"http://{self.settings.http_host}:{self.port}"
@@ -147,6 +146,15 @@ class Hub:
         if self.port:
             found["metrics"] = f"{base}/metrics"
         return found
+
+
+async def _bounded(what: str, action: Any, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(action, seconds)
+    except TimeoutError:
+        log.error("shutdown step took longer than %.0fs and was abandoned: %s", seconds, what)
+    except Exception:
+        log.exception("shutdown step failed: %s", what)
 
 
 async def _to_inbox(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from adshub.errors import ForgedInput, InvalidInput
 from adshub.metrics import METRICS
 from adshub.settings import Settings
 from templates import TEMPLATES_DIR
@@ -75,6 +76,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or exc.empty_body:
             raise
         return _error_response(request, exc.status, exc.text or exc.reason, exc.headers)
+    except ForgedInput as exc:
+        log.warning("refused a forged request to %s from %s: %s", request.path, request.remote, exc)
+        return _error_response(request, 403, "Доступ запрещён", None)
+    except InvalidInput as exc:
+        return _error_response(request, 400, str(exc), None)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(request, 500, "Внутренняя ошибка сервера", None)

@@ -57,6 +57,8 @@ GREETINGS = frozenset(
     }
 )
 
+VOICE_WITHOUT_TRANSCRIPT = "Голосовое сообщение (расшифровки пока нет)"
+
 Action = Literal[
     "register",
     "attach",
@@ -285,6 +287,9 @@ def _message(s: Situation, extracted: Address | None) -> Step:
             )
         state = State()
 
+    if not text and not msg.answerable:
+        text = VOICE_WITHOUT_TRANSCRIPT
+        s = replace(s, inbound=msg.model_copy(update={"text": text}))
     if not text:
         return _without_text(s, state, extracted)
 
@@ -298,7 +303,7 @@ def _message(s: Situation, extracted: Address | None) -> Step:
         if pending_ids:
             return _new_request(s, extracted, state, extra_ids=pending_ids)
 
-    if is_greeting_only(text) and s.active is None:
+    if is_greeting_only(text) and s.active is None and msg.answerable:
         return Step("ask", state=State("description"), replies=(Reply("ask_description"),))
 
     classification = classify(text)
@@ -397,7 +402,7 @@ def _new_request(s: Situation, extracted: Address | None, state: State, extra_id
         message_ids=(*extra_ids, msg.id),
     )
     has_place = (address is not None and address.has_house) or msg.location is not None
-    if category.emergency or not category.needs_visit or has_place:
+    if category.emergency or not category.needs_visit or has_place or not msg.answerable:
         remember = extracted.merged(s.remembered_address) if extracted and extracted.has_house else None
         return _registration(draft, s, remember=remember)
     pending = {
@@ -417,7 +422,7 @@ def _new_request(s: Situation, extracted: Address | None, state: State, extra_id
 def _registration(draft: Draft, s: Situation, remember: Address | None) -> Step:
     needs_address = not ((draft.address is not None and draft.address.has_house) or s.inbound.location is not None)
     category = info(draft.classification.category)
-    ask = needs_address and category.needs_visit
+    ask = needs_address and category.needs_visit and s.inbound.answerable
     state = State("address_for") if ask else State()  # the router fills in the number it assigns
     return Step(
         "register",

@@ -12,6 +12,8 @@ REGISTRY: dict[str, str] = {
     "webchat": "channels.webchat:WebChat",
     "telegram": "channels.telegram:Telegram",
     "vk": "channels.vk:VK",
+    "email": "channels.email:Email",
+    "voicemail": "channels.voicemail:Voicemail",
 }
 
 

@@ -28,12 +28,15 @@ from adshub.contract import Event, Inbound, Outbound, utcnow
 from adshub.metrics import METRICS
 from bots.dialogue import RequestView, Situation, State, Step, plan, request_number_in, status_buttons
 from bots.texts import Texts
-from journal.repository import Commit, Journal, audit_entry, is_transient
+from journal.repository import Commit, Journal, audit_entry, is_transient, next_due
 from router.address import Address, extract_address
-from router.deadlines import DeadlinePolicy, format_number, registration_year
+from router.categories import info
+from router.classify import classify
+from router.deadlines import DeadlinePolicy, format_number, planned_deadline, registration_year, regulatory_clocks
 from router.phones import extract_phones, normalize_phone
 from router.records import (
     address_doc,
+    clocks_doc,
     inbound_doc,
     outbound_doc,
     reply_subject,
@@ -64,6 +67,8 @@ class _Work:
     number: str | None = None
     request: dict[str, Any] | None = None
     looked_up: dict[str, Any] | None = None
+    replaces: str | None = None
+    """A late transcript or edit of a message that never became a request: its id."""
 
 
 def _view(doc: dict[str, Any] | None) -> RequestView | None:
@@ -203,9 +208,13 @@ class Router:
         fresh = [m for m in inbounds if m.id not in seen]
         if not fresh:
             return
+        fresh = [self._unregistered_edit(m, seen) for m in fresh]
         contacts = await self._contacts(fresh)
         conversations = await self._conversations(fresh, contacts)
         work = [_Work(m, contacts[m.id], conversations[m.conversation_key]) for m in fresh]
+        for w in work:
+            if w.inbound.payload.get("replaces"):
+                w.replaces = str(w.inbound.payload["replaces"])
 
         extracted = {w.inbound.id: extract_address(w.inbound.text) if w.inbound.text else None for w in work}
         refs = [r for w in work for r in w.inbound.thread]
@@ -219,6 +228,8 @@ class Router:
                 if n
             )
             wanted.update(thread_numbers.get(r, "") for r in w.inbound.thread)
+            if w.inbound.edit_of and seen.get(w.inbound.edit_of):
+                wanted.add(seen[w.inbound.edit_of].get("request_number") or "")
             for text in (
                 w.inbound.subject or "",
                 str(w.inbound.payload.get("args") or ""),
@@ -238,7 +249,7 @@ class Router:
         await self._number(work, existing, now)
         commit = Commit()
         for w in work:
-            self._record(w, seen, now, commit, outcome)
+            self._record(w, seen, related, now, commit, outcome)
         await self.journal.commit(commit)
         for w in work:
             if w.request is not None:
@@ -305,7 +316,13 @@ class Router:
             w.request["_new"] = True
 
     def _record(
-        self, w: _Work, seen: dict[str, dict[str, Any]], now: datetime, commit: Commit, outcome: Outcome
+        self,
+        w: _Work,
+        seen: dict[str, dict[str, Any]],
+        related: dict[str, dict[str, Any]],
+        now: datetime,
+        commit: Commit,
+        outcome: Outcome,
     ) -> None:
         step, inbound, conv, contact = w.step, w.inbound, w.conversation, w.contact
         assert step is not None
@@ -405,7 +422,9 @@ class Router:
                 )
             )
         elif step.action == "edit" and inbound.edit_of:
-            self._record_edit(inbound, seen.get(inbound.edit_of), now, commit, outcome)
+            original = seen.get(inbound.edit_of)
+            request = related.get((original or {}).get("request_number") or "")
+            self._record_edit(inbound, original, request, now, commit, outcome)
         elif step.action == "callback_task":
             commit.tasks.append(self._callback_task(inbound, contact, conv, now))
             outcome.events.append(
@@ -415,6 +434,24 @@ class Router:
                     message_id=inbound.id,
                     data={"phone": inbound.sender.phone or inbound.sender.id},
                 )
+            )
+
+        if not inbound.answerable and step.action in ("register", "attach") and number:
+            task = self._callback_task(inbound, contact, conv, now)
+            task["request_number"] = number
+            commit.tasks.append(task)
+            outcome.events.append(
+                Event(
+                    type="task.callback",
+                    conversation_id=conv["_id"],
+                    request_number=number,
+                    message_id=inbound.id,
+                    data={"phone": task["phone"]},
+                )
+            )
+        if w.replaces and number:
+            commit.message_updates.append(
+                UpdateOne({"_id": w.replaces}, {"$set": {"request_number": number, "text": inbound.text}})
             )
 
         if step.remember_address is not None and step.remember_address.has_house:
@@ -450,7 +487,7 @@ class Router:
                 )
             )
 
-        replies = [] if inbound.auto_submitted else list(step.replies)
+        replies = list(step.replies) if inbound.answerable and not inbound.auto_submitted else []
         for index, reply in enumerate(replies):
             outbound = self._render(w, reply, index, number, now)
             commit.messages.append(outbound_doc(outbound, contact_id=contact["_id"]))
@@ -499,9 +536,16 @@ class Router:
         )
 
     def _record_edit(
-        self, inbound: Inbound, original: dict[str, Any] | None, now: datetime, commit: Commit, outcome: Outcome
+        self,
+        inbound: Inbound,
+        original: dict[str, Any] | None,
+        request: dict[str, Any] | None,
+        now: datetime,
+        commit: Commit,
+        outcome: Outcome,
     ) -> None:
-        """An edited message updates the stored text and the request's text history; never a new request."""
+        """An edit (or a late voicemail transcript) updates the stored text and the request's text history,
+        and re-classifies a request the hub classified; it never makes a new request."""
         if original is None:
             return
         commit.message_updates.append(
@@ -516,12 +560,18 @@ class Router:
             )
         )
         number = original.get("request_number")
-        if number:
+        if number and request is not None and request.get("source_message_id") == original["_id"]:
+            fields: dict[str, Any] = {"text": inbound.text, "updated_at": now}
+            changes: dict[str, Any] = {"text": [original.get("text"), inbound.text]}
+            if request.get("classified_by") == "hub":
+                fields.update(reclassified(request, inbound.text, self.policy))
+                if fields.get("category", request.get("category")) != request.get("category"):
+                    changes["category"] = [request.get("category"), fields["category"]]
             commit.request_updates.append(
                 UpdateOne(
-                    {"_id": number, "source_message_id": original["_id"]},
+                    {"_id": number},
                     {
-                        "$set": {"text": inbound.text, "updated_at": now},
+                        "$set": fields,
                         "$push": {
                             "text_history": {
                                 "at": inbound.received_at,
@@ -537,7 +587,7 @@ class Router:
                     number,
                     f"resident:{original.get('contact_id')}",
                     "edited",
-                    {"text": [original.get("text"), inbound.text]},
+                    changes,
                     source=inbound.channel,
                     message_id=inbound.id,
                     at=now,
@@ -553,6 +603,18 @@ class Router:
                 data={"text": inbound.text[:200]},
             )
         )
+
+    @staticmethod
+    def _unregistered_edit(inbound: Inbound, seen: dict[str, dict[str, Any]]) -> Inbound:
+        """An edit of a message that never became a request is planned as a message of its own."""
+        if inbound.kind != "edit" or not inbound.edit_of:
+            return inbound
+        original = seen.get(inbound.edit_of)
+        if original is None or original.get("request_number"):
+            return inbound
+        kind = original.get("kind") if original.get("kind") in ("message", "voicemail") else "message"
+        payload = {**inbound.payload, "replaces": original["_id"]}
+        return inbound.model_copy(update={"kind": kind, "edit_of": None, "payload": payload})
 
     def _callback_task(
         self, inbound: Inbound, contact: dict[str, Any], conv: dict[str, Any], now: datetime
@@ -679,6 +741,29 @@ class Router:
         if missing:
             await self.journal.create_conversations(missing)
         return found
+
+
+def reclassified(request: dict[str, Any], text: str, policy: DeadlinePolicy) -> dict[str, Any]:
+    """Category, flags and clocks of a request after its text changed; met clocks keep their record."""
+    result = classify(text)
+    if result.category.value == request.get("category"):
+        return {"confidence": result.confidence, "phrases": list(result.phrases)}
+    registered = request["registered_at"]
+    clocks = clocks_doc(result.category.value, registered, request.get("received_at") or registered, policy)
+    for name, old in (request.get("clocks") or {}).items():
+        if name in clocks and old.get("done_at") is not None:
+            clocks[name].update({k: old.get(k) for k in ("done_at", "met", "by")})
+    notify = info(result.category).notify_municipality
+    return {
+        "category": result.category.value,
+        "emergency": result.emergency,
+        "confidence": result.confidence,
+        "phrases": list(result.phrases),
+        "clocks": clocks,
+        "deadline": planned_deadline(regulatory_clocks(result.category, registered, policy)),
+        "next_due_at": next_due(clocks),
+        "municipal_notice": {"required": notify, "status": "pending" if notify else None, "sent_at": None},
+    }
 
 
 def _identity_claims(inbound: Inbound) -> dict[str, Any]:

@@ -1,0 +1,355 @@
+"""The company's mailbox: IMAP intake, SMTP replies in the resident's thread.
+
+``ADSHUB_IMAP_URL`` = ``imap[s]://user:pass@host:port/MAILBOX``. The mailbox is
+polled; UIDVALIDITY and the last UID are kept in the journal, so a restarted
+hub reads nothing twice and skips nothing. A letter is marked \\Seen only after
+the broker confirmed it. imaplib is blocking: it runs in a worker thread.
+
+Replies go out through ``ADSHUB_SMTP_URL`` (aiosmtplib) from
+``ADSHUB_EMAIL_FROM`` with In-Reply-To/References, the request number in the
+subject and ``Auto-Submitted: auto-replied``. Machine-generated mail (RFC 3834)
+is stored and shown to dispatchers, never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import imaplib
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+from aiohttp import web
+
+from adshub.contract import Attachment, Inbound, Outbound, Sender
+from adshub.errors import ConfigurationError, PermanentDeliveryError, RetryableDeliveryError, TransientError
+from adshub.metrics import METRICS
+from channels.base import ChannelContext, Publish, SendResult
+from channels.mime import ParsedMail, parse_mail
+
+log = logging.getLogger("adshub.channels.email")
+
+
+@dataclass(frozen=True)
+class MailServer:
+    secure: bool
+    host: str
+    port: int
+    user: str
+    password: str
+    mailbox: str
+
+    @classmethod
+    def parse(cls, url: str, default_ports: tuple[int, int]) -> MailServer:
+        parts = urlsplit(url)
+        secure = parts.scheme.endswith("s")
+        if not parts.hostname:
+            raise ConfigurationError(f"mail server URL has no host: {parts.scheme}://…")
+        return cls(
+            secure=secure,
+            host=parts.hostname,
+            port=parts.port or (default_ports[1] if secure else default_ports[0]),
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            mailbox=unquote(parts.path.lstrip("/")) or "INBOX",
+        )
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    uid: int
+    raw: bytes
+    internal_date: datetime | None
+
+
+class Mailbox:
+    """A blocking IMAP session; every method is called from one worker thread at a time."""
+
+    def __init__(self, server: MailServer) -> None:
+        self.server = server
+        self.imap: imaplib.IMAP4 | None = None
+        self.uidvalidity: int | None = None
+
+    def open(self) -> None:
+        s = self.server
+        if s.secure:
+            self.imap = imaplib.IMAP4_SSL(s.host, s.port, ssl_context=ssl.create_default_context(), timeout=30)
+        else:
+            self.imap = imaplib.IMAP4(s.host, s.port, timeout=30)
+        self.imap.login(s.user, s.password)
+        typ, _ = self.imap.select(_quote(s.mailbox))
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"cannot select mailbox {s.mailbox}")
+        value = self.imap.response("UIDVALIDITY")[1]
+        self.uidvalidity = int(value[0]) if value and value[0] else None
+        if self.uidvalidity is None:
+            typ, data = self.imap.status(_quote(s.mailbox), "(UIDVALIDITY)")
+            match = re.search(rb"UIDVALIDITY (\d+)", data[0] or b"")
+            self.uidvalidity = int(match.group(1)) if match else 0
+
+    def close(self) -> None:
+        if self.imap is not None:
+            with contextlib.suppress(Exception):
+                self.imap.logout()
+        self.imap = None
+
+    def new_uids(self, after: int) -> list[int]:
+        assert self.imap is not None
+        self.imap.noop()
+        typ, data = self.imap.uid("SEARCH", None, f"UID {after + 1}:*")
+        if typ != "OK":
+            raise imaplib.IMAP4.error("UID SEARCH failed")
+        uids = [int(u) for u in (data[0] or b"").split()]
+        return sorted(u for u in uids if u > after)
+
+    def fetch(self, uid: int) -> FetchedMail | None:
+        assert self.imap is not None
+        typ, data = self.imap.uid("FETCH", str(uid), "(INTERNALDATE BODY.PEEK[])")
+        if typ != "OK" or not data:
+            return None
+        for item in data:
+            if isinstance(item, tuple) and len(item) == 2:
+                header, body = item
+                stamp = imaplib.Internaldate2tuple(header)
+                when = datetime.fromtimestamp(time.mktime(stamp), UTC) if stamp else None
+                return FetchedMail(uid=uid, raw=bytes(body), internal_date=when)
+        return None
+
+    def mark_seen(self, uid: int) -> None:
+        assert self.imap is not None
+        self.imap.uid("STORE", str(uid), "+FLAGS", "(\\Seen)")
+
+
+def _quote(mailbox: str) -> str:
+    return f'"{mailbox}"' if " " in mailbox else mailbox
+
+
+def to_inbound(
+    mail: ParsedMail,
+    *,
+    uid: int,
+    uidvalidity: int,
+    mailbox: str,
+    received_at: datetime | None,
+    attachments: list[Attachment],
+) -> Inbound:
+    """One parsed letter as an Inbound; pure."""
+    address = mail.reply_to or mail.sender_email
+    message_key = mail.message_id.strip("<>") if mail.message_id else f"uid:{uidvalidity}:{uid}@{mailbox}"
+    thread = list(dict.fromkeys([*mail.references, *mail.in_reply_to]))
+    body = mail.text
+    is_reply = bool(thread) or mail.subject.lower().startswith(("re:", "ответ:", "fw:", "fwd:"))
+    subject = mail.subject.strip()
+    text = body
+    if subject and not is_reply and subject.lower() not in body.lower():
+        text = f"{subject}\n{body}".strip()
+    automatic = mail.automatic
+    return Inbound(
+        id=f"email:{message_key}"[:512],
+        channel="email",
+        address=address or "unknown",
+        sender=Sender(id=(mail.sender_email or "unknown")[:320], name=mail.sender_name, email=mail.sender_email),
+        kind="message",
+        text=text[:20_000],
+        attachments=attachments,
+        received_at=received_at or mail.date or datetime.now(UTC),
+        subject=subject[:1000] or None,
+        external_ref=mail.message_id,
+        thread=thread[-100:],
+        auto_submitted=automatic is not None,
+        answerable=address is not None,
+        payload={"automatic_reason": automatic} if automatic else {},
+        raw={"headers": mail.headers, "uid": uid, "uidvalidity": uidvalidity},
+    )
+
+
+class Email:
+    """The email channel."""
+
+    name: ClassVar[str] = "email"
+    local_delivery: ClassVar[bool] = False
+
+    def __init__(self, context: ChannelContext) -> None:
+        s = context.settings
+        self.context = context
+        self.settings = s
+        imap_url = s.imap_url.get_secret_value()
+        smtp_url = s.smtp_url.get_secret_value()
+        self.imap = MailServer.parse(imap_url, (143, 993)) if imap_url else None
+        self.smtp = MailServer.parse(smtp_url, (25, 465)) if smtp_url else None
+        self.sender = s.email_from or (self.imap.user if self.imap and "@" in self.imap.user else "")
+        self._publish: Publish | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @classmethod
+    def configured(cls, settings: Any) -> bool:
+        return bool(settings.imap_url.get_secret_value() or settings.smtp_url.get_secret_value())
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return []
+
+    @property
+    def cursor_name(self) -> str:
+        assert self.imap is not None
+        return f"imap:{self.imap.user}@{self.imap.host}:{self.imap.port}/{self.imap.mailbox}"
+
+    async def start(self, publish: Publish) -> None:
+        self._publish = publish
+        if self.imap is not None:
+            self._task = asyncio.create_task(self._run(), name="email-intake")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 30)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _run(self) -> None:
+        assert self.imap is not None
+        delay = 1.0
+        while not self._stopping.is_set():
+            mailbox = Mailbox(self.imap)
+            try:
+                await asyncio.to_thread(mailbox.open)
+                delay = 1.0
+                while not self._stopping.is_set():
+                    await self._take_new(mailbox)
+                    await self._sleep(self.settings.imap_poll_seconds)
+            except TransientError as exc:
+                log.warning("broker unavailable; the letter stays unread: %s", exc)
+                await self._sleep(2.0)
+            except (OSError, imaplib.IMAP4.error, EOFError) as exc:
+                log.warning("IMAP unavailable (%s); reconnecting in %.0fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 60)
+            finally:
+                await asyncio.to_thread(mailbox.close)
+
+    async def _take_new(self, mailbox: Mailbox) -> None:
+        cursor = await self.context.journal.get_cursor(self.cursor_name)
+        last = int(cursor.get("last_uid") or 0)
+        if cursor.get("uidvalidity") not in (None, mailbox.uidvalidity):
+            log.warning(
+                "mailbox UIDVALIDITY changed (%s → %s); reading it again from the start",
+                cursor.get("uidvalidity"),
+                mailbox.uidvalidity,
+            )
+            last = 0
+        for uid in await asyncio.to_thread(mailbox.new_uids, last):
+            fetched = await asyncio.to_thread(mailbox.fetch, uid)
+            if fetched is not None:
+                await self._take(fetched, mailbox.uidvalidity or 0)
+                await asyncio.to_thread(mailbox.mark_seen, uid)
+            await self.context.journal.set_cursor(
+                self.cursor_name, {"uidvalidity": mailbox.uidvalidity, "last_uid": uid}
+            )
+
+    async def _take(self, fetched: FetchedMail, uidvalidity: int) -> None:
+        assert self.imap is not None and self._publish is not None
+        mail = parse_mail(fetched.raw)
+        attachments = await self._store_attachments(mail)
+        inbound = to_inbound(
+            mail,
+            uid=fetched.uid,
+            uidvalidity=uidvalidity,
+            mailbox=self.imap.mailbox,
+            received_at=fetched.internal_date,
+            attachments=attachments,
+        )
+        await self._publish(inbound)
+        METRICS.messages_in.labels(channel=self.name).inc()
+        if inbound.auto_submitted:
+            log.info(
+                "machine-generated mail stored, not answered (%s)", mail.automatic, extra={"message_id": inbound.id}
+            )
+
+    async def _store_attachments(self, mail: ParsedMail) -> list[Attachment]:
+        kept: list[Attachment] = []
+        for item in mail.attachments[:20]:
+            kind = "photo" if item.content_type.startswith("image/") else "document"
+            if len(item.data) > self.settings.max_attachment_bytes:
+                kept.append(
+                    Attachment(
+                        kind=kind,
+                        name=item.name,
+                        mime=item.content_type,
+                        size=len(item.data),
+                        meta={"skipped": "too large"},
+                    )
+                )
+                continue
+            location = await self.context.journal.store_file(
+                item.data, item.name, item.content_type, {"channel": self.name, "message_id": mail.message_id}
+            )
+            kept.append(
+                Attachment(kind=kind, name=item.name, mime=item.content_type, size=len(item.data), location=location)
+            )
+        return kept
+
+    def message_id(self, outbound: Outbound) -> str:
+        """A deterministic Message-ID: a retried send is recognisably the same letter."""
+        domain = self.sender.split("@")[-1] if "@" in self.sender else "adshub.local"
+        return f"<{hashlib.sha256(outbound.id.encode()).hexdigest()[:32]}@{domain}>"
+
+    def compose(self, outbound: Outbound) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = formataddr((self.settings.company_name, self.sender)) if self.sender else ""
+        msg["To"] = outbound.address
+        subject = outbound.subject or (
+            f"Заявка № {outbound.request_number}" if outbound.request_number else "Аварийно-диспетчерская служба"
+        )
+        msg["Subject"] = subject
+        msg["Message-ID"] = self.message_id(outbound)
+        msg["Date"] = formatdate(outbound.created_at.timestamp(), localtime=False, usegmt=True)
+        if outbound.thread:
+            msg["In-Reply-To"] = outbound.thread[-1]
+            msg["References"] = " ".join(outbound.thread[-20:])
+        if outbound.author in (None, "hub"):
+            msg["Auto-Submitted"] = "auto-replied"
+            msg["X-Auto-Response-Suppress"] = "All"
+        if outbound.request_number:
+            msg["X-Adshub-Request"] = outbound.request_number
+        msg.set_content(outbound.text)
+        return msg
+
+    async def send(self, outbound: Outbound) -> SendResult:
+        if self.smtp is None or not self.sender:
+            raise PermanentDeliveryError("email replies are not configured (ADSHUB_SMTP_URL, ADSHUB_EMAIL_FROM)")
+        if "@" not in outbound.address:
+            raise PermanentDeliveryError(f"no email address to reply to: {outbound.address}")
+        s = self.smtp
+        try:
+            await aiosmtplib.send(
+                self.compose(outbound),
+                hostname=s.host,
+                port=s.port,
+                username=s.user or None,
+                password=s.password or None,
+                use_tls=s.secure,
+                start_tls=None if not s.secure else False,
+                timeout=30,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise PermanentDeliveryError(f"the mail server refused the address: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                raise PermanentDeliveryError(f"SMTP {exc.code}: {exc.message}") from exc
+            raise RetryableDeliveryError(f"SMTP {exc.code}: {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RetryableDeliveryError(f"SMTP unavailable: {type(exc).__name__}: {exc}") from exc
+        return "sent"
