@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -368,7 +369,8 @@ class RabbitBus:
         assert self._connection is not None, "connect() first"
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        name = f"{self.topology.prefix}.private.{exchange}.{uuid.uuid4().hex[:12]}"
+        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         target = await channel.get_exchange(self._exchange_name(exchange))
         for key in routing_keys:
             await queue.bind(target, routing_key=key)

@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="first day (YYYY-MM-DD, company time zone)")
     export.add_argument("--until", help="last day (YYYY-MM-DD, company time zone), inclusive")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    user = sub.add_parser("user", help="dispatchers, managers and admins of the inbox")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    add = usub.add_parser("add", help="add a user")
+    add.add_argument("--login", required=True)
+    add.add_argument("--password", required=True)
+    add.add_argument("--role", required=True, choices=("dispatcher", "manager", "admin"))
+    add.add_argument("--name")
+    usub.add_parser("list", help="list users")
+    disable = usub.add_parser("disable", help="disable a user and end their sessions")
+    disable.add_argument("--login", required=True)
     return parser
 
 
@@ -56,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "journal":
             return asyncio.run(_export(settings, args))
+        if args.command == "user":
+            return asyncio.run(_users(settings, args))
     except ConfigurationError as exc:
         print(f"adshub: {exc}", file=sys.stderr)
         return 2
@@ -113,6 +125,30 @@ def _day(value: str | None, settings: Settings, end: bool = False) -> datetime |
         raise ConfigurationError(f"dates look like 2026-11-24, not {value!r}") from exc
     moment = datetime.combine(day, time.max if end else time.min, settings.zone)
     return moment
+
+
+async def _users(settings: Settings, args: argparse.Namespace) -> int:
+    from journal.repository import Journal
+    from journal.users import Users
+
+    journal = Journal.connect(settings.mongo_url, settings.database_name)
+    try:
+        await journal.prepare()
+        users = Users(journal)
+        await users.prepare()
+        if args.user_command == "add":
+            user = await users.add(args.login, args.password, args.role, args.name)
+            print(f"added {user.login} ({user.role})")
+        elif args.user_command == "list":
+            for doc in await users.list():
+                state = "disabled" if doc.get("disabled") else "active"
+                print(f"{doc['login']}\t{doc['role']}\t{state}\t{doc.get('name') or ''}")
+        else:
+            await users.disable(args.login)
+            print(f"disabled {args.login}")
+    finally:
+        await journal.close()
+    return 0
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:

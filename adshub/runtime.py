@@ -38,7 +38,7 @@ from router.watch import ClockWatcher
 
 log = logging.getLogger("adshub.runtime")
 
-CORE_PARTS = ("router",)
+CORE_PARTS = ("router", "inbox")
 
 
 def all_parts() -> list[str]:

@@ -47,7 +47,7 @@ def html_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -56,7 +56,7 @@ def html_environment() -> jinja2.Environment:
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     env = request.app[JINJA]
-    body = env.get_template(template).render(request=request, **context)
+    body = env.get_template(template).render(**context)
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
@@ -109,6 +109,20 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+UPLOAD_PATHS = ("/inbox/r/",)
+"""Only a signed-in dispatcher's photo report may exceed the ordinary body limit."""
+
+
+def body_limit(limit: int) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (request.content_length or 0) > limit and not request.path.startswith(UPLOAD_PATHS):
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or 0)
+        return await handler(request)
+
+    return middleware
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=METRICS.render(), content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
@@ -136,7 +150,10 @@ def init_app(
     cleanup: Sequence[CleanupContext] = (),
     subapps: Sequence[tuple[str, web.Application]] = (),
 ) -> web.Application:
-    app = web.Application(middlewares=[security_headers, error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[security_headers, error_middleware, body_limit(settings.max_body_bytes)],
+        client_max_size=max(settings.max_body_bytes, settings.max_attachment_bytes),
+    )
     app[SETTINGS] = settings
     app[SERVICES] = services
     app[JINJA] = html_environment()

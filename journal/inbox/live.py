@@ -1,0 +1,72 @@
+"""Live updates for dispatchers: bus events fanned out to every open inbox page (Server-Sent Events).
+
+Each inbox process consumes the events exchange through its own queue, so
+several inbox processes all receive every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from adshub.bus import Delivery
+
+log = logging.getLogger("adshub.inbox.live")
+HEARTBEAT = 15.0
+
+
+class EventHub:
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    async def start(self) -> None:
+        await self.bus.consume_private("events", ["#"], self._on_events)
+
+    async def _on_events(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                event = json.loads(delivery.body)
+            except ValueError:
+                event = None
+            if isinstance(event, dict):
+                for queue in list(self._clients):
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait(event)
+            await delivery.ack()
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=500)
+        self._clients.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._clients.discard(queue)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        queue = self.subscribe()
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                except TimeoutError:
+                    await response.write(b": ping\n\n")
+                    continue
+                public = {k: event.get(k) for k in ("type", "conversation_id", "request_number", "message_id")}
+                public["emergency"] = bool((event.get("data") or {}).get("emergency"))
+                await response.write(f"data: {json.dumps(public, ensure_ascii=False)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.unsubscribe(queue)
+        return response

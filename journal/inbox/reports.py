@@ -1,0 +1,107 @@
+"""The manager's reports and the journal's filters, computed from the requests of a period."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from router.address import extract_address
+from router.records import building_key
+
+CLOCK_NAMES = ("review", "inform", "localize", "eliminate", "handoff", "answer")
+
+
+@dataclass
+class Report:
+    total: int = 0
+    by_channel: Counter[str] = field(default_factory=Counter)
+    by_category: Counter[str] = field(default_factory=Counter)
+    by_day: Counter[str] = field(default_factory=Counter)
+    clocks: dict[str, dict[str, int]] = field(default_factory=dict)
+    medians: dict[str, float | None] = field(default_factory=dict)
+    callbacks: dict[str, int] = field(default_factory=dict)
+
+    def share_met(self, clock: str) -> float | None:
+        counts = self.clocks.get(clock) or {}
+        decided = counts.get("met", 0) + counts.get("missed", 0)
+        return counts.get("met", 0) / decided if decided else None
+
+
+def _minutes(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier).total_seconds() / 60
+
+
+def build_report(requests: list[dict[str, Any]], tasks: list[dict[str, Any]], tz: ZoneInfo) -> Report:
+    report = Report()
+    waits: dict[str, list[float]] = {"inform": [], "localize": [], "close": []}
+    for doc in requests:
+        report.total += 1
+        report.by_channel[doc.get("channel", "?")] += 1
+        report.by_category[doc.get("category", "?")] += 1
+        report.by_day[doc["registered_at"].astimezone(tz).strftime("%Y-%m-%d")] += 1
+        for name, clock in (doc.get("clocks") or {}).items():
+            counts = report.clocks.setdefault(name, {"met": 0, "missed": 0, "open": 0})
+            if clock.get("met") is True:
+                counts["met"] += 1
+            elif clock.get("met") is False:
+                counts["missed"] += 1
+            else:
+                counts["open"] += 1
+        clocks = doc.get("clocks") or {}
+        for name in ("inform", "localize"):
+            minutes = _minutes((clocks.get(name) or {}).get("done_at"), doc["registered_at"])
+            if minutes is not None:
+                waits[name].append(minutes)
+        if doc.get("status") == "done":
+            minutes = _minutes(doc.get("closed_at"), doc["registered_at"])
+            if minutes is not None:
+                waits["close"].append(minutes)
+    report.medians = {k: (statistics.median(v) if v else None) for k, v in waits.items()}
+    report.callbacks = {
+        "total": len(tasks),
+        "met": sum(1 for t in tasks if t.get("met") is True),
+        "missed": sum(1 for t in tasks if t.get("met") is False),
+        "open": sum(1 for t in tasks if t.get("status") == "open"),
+    }
+    return report
+
+
+def journal_query(filters: dict[str, str], tz: ZoneInfo) -> dict[str, Any]:
+    """A MongoDB query from the journal page's filters; only indexed fields and anchored regexes."""
+    query: dict[str, Any] = {}
+    period: dict[str, datetime] = {}
+    for key, op in (("from", "$gte"), ("to", "$lte")):
+        value = filters.get(key, "").strip()
+        if value:
+            try:
+                day = datetime.strptime(value, "%Y-%m-%d")
+            except ValueError:
+                continue
+            moment = day.replace(tzinfo=tz)
+            if key == "to":
+                moment = moment.replace(hour=23, minute=59, second=59)
+            period[op] = moment
+    if period:
+        query["registered_at"] = period
+    for key in ("channel", "category", "status"):
+        if filters.get(key):
+            query[key] = filters[key]
+    address = filters.get("address", "").strip()
+    if address:
+        parsed = extract_address(address)
+        key = building_key(parsed) if parsed else None
+        if key:
+            query["address.key"] = {"$regex": "^" + re.escape(key)}
+        else:
+            street = re.sub(r"[^а-яa-z0-9]+", " ", address.lower().replace("ё", "е")).strip()
+            query["address.key"] = {"$regex": "^" + re.escape(street)}
+    if filters.get("breached"):
+        query["$or"] = [{f"clocks.{name}.met": False} for name in CLOCK_NAMES]
+    return query

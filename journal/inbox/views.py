@@ -1,0 +1,543 @@
+"""Handlers of the dispatcher inbox."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from adshub.errors import InvalidInput, NotFound
+from adshub.ratelimit import RateLimiter
+from adshub.web import SERVICES, SETTINGS, render
+from bots.texts import STATUS_NAMES
+from journal.export import CHANNEL_NAMES, export_row, to_csv, to_xlsx
+from journal.inbox.actions import STATUSES, TRANSITIONS, Actor, Inbox, required_on_close
+from journal.inbox.live import EventHub
+from journal.inbox.reports import build_report, journal_query
+from journal.users import ROLE_NAMES, ROLES, Session, Users
+from router.categories import CATEGORIES
+
+INBOX = web.AppKey("inbox", Inbox)
+USERS = web.AppKey("users", Users)
+LIVE = web.AppKey("live", EventHub)
+SESSION_COOKIE = "adshub_session"
+LOGIN_CSRF_COOKIE = "adshub_login"
+PAGE_SIZE = 50
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+routes = web.RouteTableDef()
+
+
+class LoginThrottle:
+    """At most 10 login attempts a minute from one address and 5 for one login."""
+
+    def __init__(self) -> None:
+        self.by_ip = RateLimiter(10, 60.0)
+        self.by_login = RateLimiter(5, 60.0)
+
+    def allow(self, ip: str, login: str) -> bool:
+        return self.by_ip.allow(ip) and self.by_login.allow(login or "-")
+
+
+THROTTLE = web.AppKey("throttle", LoginThrottle)
+SESSION = web.RequestKey("session", Session)
+
+OPEN_PATHS = {("GET", "/"), ("POST", "/login")}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every page and API needs a session; a POST needs the session's CSRF token too."""
+    session = await request.app[USERS].session(request.cookies.get(SESSION_COOKIE))
+    request[SESSION] = session
+    local = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    local = local.removeprefix("/inbox") or "/"
+    if session is None and (request.method, local) not in OPEN_PATHS:
+        if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            raise web.HTTPFound("/inbox/")
+        raise web.HTTPUnauthorized(text="Нужно войти в систему")
+    if session is not None and request.method == "POST" and local != "/login":
+        given = request.headers.get("X-CSRF-Token", "")
+        if not given:
+            form = await request.post()
+            given = str(form.get("csrf", ""))
+        if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+            raise web.HTTPForbidden(text="Неверный токен CSRF: обновите страницу и повторите")
+    response = await handler(request)
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def session_of(request: web.Request) -> Session:
+    session = request.get(SESSION)
+    if session is None:
+        raise web.HTTPUnauthorized(text="Нужно войти в систему")
+    return session
+
+
+def actor_of(request: web.Request) -> Actor:
+    session = session_of(request)
+    return Actor(session.user.login, session.user.name)
+
+
+def require(request: web.Request, permission: str) -> Session:
+    session = session_of(request)
+    if not session.user.can(permission):
+        raise web.HTTPForbidden(text="Недостаточно прав")
+    return session
+
+
+def page(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
+    session = request.get(SESSION)
+    settings = request.app[SETTINGS]
+    base = {
+        "session": session,
+        "user": session.user if session else None,
+        "csrf": session.csrf if session else "",
+        "company": settings.company_name,
+        "categories": CATEGORIES,
+        "status_names": STATUS_NAMES,
+        "channel_names": CHANNEL_NAMES,
+        "role_names": ROLE_NAMES,
+        "local": request.app[INBOX].texts.local,
+        "now": now(),
+        "warn_minutes": settings.clock_warning_minutes,
+    }
+    return render(request, template, {**base, **context}, status=status)
+
+
+def back(request: web.Request, fallback: str) -> web.HTTPSeeOther:
+    target = request.headers.get("Referer", "")
+    own = f"{request.scheme}://{request.host}/inbox"
+    return web.HTTPSeeOther(target if target.startswith(own) else fallback)
+
+
+# -- login -----------------------------------------------------------------------------
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    if request.get(SESSION) is None:
+        return login_page(request)
+    require(request, "inbox")
+    inbox = request.app[INBOX]
+    t = now()
+    return page(
+        request, "inbox/list.html", {"conversations": await inbox.conversations(t), "tasks": await inbox.open_tasks()}
+    )
+
+
+def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = page(request, "inbox/login.html", {"login_csrf": token, "error": error}, status=status)
+    settings = request.app[SETTINGS]
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=settings.cookie_secure,
+        path="/inbox",
+        max_age=3600,
+    )
+    return response
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    given = str(form.get("csrf", ""))
+    if not cookie or not hmac.compare_digest(given.encode(), cookie.encode()):
+        return login_page(request, "Форма устарела, попробуйте ещё раз", status=403)
+    name = str(form.get("login", "")).strip().lower()[:64]
+    ip = request.remote or "?"
+    if not request.app[THROTTLE].allow(ip, name):
+        response = login_page(request, "Слишком много попыток входа. Подождите минуту.", status=429)
+        response.headers["Retry-After"] = "60"
+        return response
+    user = await request.app[USERS].authenticate(name, str(form.get("password", "")))
+    if user is None:
+        return login_page(request, "Неверный логин или пароль", status=401)
+    token, _ = await request.app[USERS].open_session(user, ip)
+    response = web.HTTPSeeOther("/inbox/")
+    settings = request.app[SETTINGS]
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=settings.cookie_secure, path="/", max_age=12 * 3600
+    )
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/inbox")
+    raise response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    await request.app[USERS].close_session(session_of(request))
+    response = web.HTTPSeeOther("/inbox/")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+# -- live and partials -----------------------------------------------------------------
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    return await request.app[LIVE].stream(request)
+
+
+@routes.get("/partials/list")
+async def list_partial(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    inbox = request.app[INBOX]
+    return page(
+        request,
+        "inbox/_list.html",
+        {"conversations": await inbox.conversations(now()), "tasks": await inbox.open_tasks()},
+    )
+
+
+# -- conversations -----------------------------------------------------------------------
+
+
+async def _conversation_context(request: web.Request) -> dict[str, Any]:
+    inbox = request.app[INBOX]
+    try:
+        view = await inbox.conversation(request.match_info["conversation"])
+    except NotFound:
+        raise web.HTTPNotFound(text="Переписка не найдена") from None
+    return {
+        **view,
+        "staff": await inbox.staff(),
+        "statuses": STATUSES,
+        "transitions": TRANSITIONS,
+        "required_on_close": required_on_close,
+        "municipal_text": inbox.municipal_notice_text,
+    }
+
+
+@routes.get("/c/{conversation}")
+async def conversation(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    await request.app[INBOX].mark_reviewed(request.match_info["conversation"], actor_of(request), now())
+    return page(request, "inbox/conversation.html", await _conversation_context(request))
+
+
+@routes.get("/c/{conversation}/thread")
+async def thread(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    await request.app[INBOX].mark_reviewed(request.match_info["conversation"], actor_of(request), now())
+    return page(request, "inbox/_thread.html", await _conversation_context(request))
+
+
+@routes.post("/c/{conversation}/reply")
+async def reply(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    form = await request.post()
+    conversation_id = request.match_info["conversation"]
+    try:
+        await request.app[INBOX].reply(conversation_id, str(form.get("text", "")), actor_of(request), now())
+    except InvalidInput as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    except NotFound:
+        raise web.HTTPNotFound(text="Переписка не найдена") from None
+    raise web.HTTPSeeOther(f"/inbox/c/{conversation_id}")
+
+
+# -- requests --------------------------------------------------------------------------
+
+
+@routes.get("/r/{number}")
+async def request_page(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    inbox = request.app[INBOX]
+    try:
+        doc, audit = await inbox.request(request.match_info["number"])
+    except NotFound:
+        raise web.HTTPNotFound(text="Заявка не найдена") from None
+    incident = None
+    if doc.get("incident_id"):
+        incident = await inbox.journal.incidents.find_one({"_id": doc["incident_id"]})
+    return page(
+        request,
+        "inbox/request.html",
+        {
+            "request": doc,
+            "audit": audit,
+            "staff": await inbox.staff(),
+            "statuses": STATUSES,
+            "transitions": TRANSITIONS,
+            "required_on_close": required_on_close,
+            "incident": incident,
+            "municipal_text": inbox.municipal_notice_text,
+        },
+    )
+
+
+def _datetime(value: str, request: web.Request) -> datetime:
+    try:
+        local = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("Дата и время в формате ГГГГ-ММ-ДДTЧЧ:ММ") from None
+    tz = request.app[SETTINGS].zone
+    return (local if local.tzinfo else local.replace(tzinfo=tz)).astimezone(UTC)
+
+
+async def _photo_report(request: web.Request, form: MultiDictProxy[Any], number: str) -> list[str]:
+    stored = []
+    for field in form.getall("photos", []):
+        if isinstance(field, str) or not getattr(field, "filename", None):
+            continue
+        data = field.file.read(request.app[SETTINGS].max_attachment_bytes + 1)
+        if not data:
+            continue
+        if len(data) > request.app[SETTINGS].max_attachment_bytes:
+            raise InvalidInput("Фотография слишком большая")
+        content_type = field.content_type or "application/octet-stream"
+        if not content_type.startswith("image/"):
+            raise InvalidInput("Фотоотчёт: только изображения")
+        stored.append(
+            await request.app[SERVICES].journal.store_file(
+                data, field.filename, content_type, {"request": number, "kind": "photo_report"}
+            )
+        )
+    return stored
+
+
+@routes.post("/r/{number}/{action}")
+async def request_action(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    inbox = request.app[INBOX]
+    number = request.match_info["number"]
+    action = request.match_info["action"]
+    form = await request.post()
+    actor = actor_of(request)
+    t = now()
+    try:
+        if action == "category":
+            emergency = form.get("emergency")
+            await inbox.change_category(
+                number, str(form.get("category", "")), None if emergency is None else emergency == "yes", actor, t
+            )
+        elif action == "address":
+            await inbox.set_address(number, str(form.get("address", "")), actor, t)
+        elif action == "assign":
+            await inbox.assign(number, str(form.get("staff", "")), actor, t)
+        elif action == "visit":
+            await inbox.plan_visit(
+                number,
+                _datetime(str(form.get("at", "")), request),
+                str(form.get("reason", "")),
+                str(form.get("staff", "")),
+                actor,
+                t,
+            )
+        elif action == "note":
+            await inbox.add_note(number, str(form.get("text", "")), actor, t)
+        elif action == "status":
+            status = str(form.get("status", ""))
+            result = None
+            if status == "done":
+                result = {
+                    "result": str(form.get("result", "")).strip(),
+                    "materials": str(form.get("materials", "")).strip(),
+                    "photos": await _photo_report(request, form, number),
+                }
+            await inbox.set_status(number, status, actor, t, result)
+        elif action == "clock":
+            await inbox.complete_clock(number, str(form.get("clock", "")), actor, t)
+        elif action == "notice":
+            await inbox.send_municipal_notice(number, str(form.get("text", "")), actor, t)
+        else:
+            raise web.HTTPNotFound(text="Неизвестное действие")
+    except InvalidInput as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    except NotFound:
+        raise web.HTTPNotFound(text="Заявка не найдена") from None
+    raise back(request, f"/inbox/r/{number}")
+
+
+@routes.post("/tasks/{task}/done")
+async def task_done(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    form = await request.post()
+    try:
+        await request.app[INBOX].complete_task(
+            request.match_info["task"], actor_of(request), now(), str(form.get("note", ""))
+        )
+    except NotFound:
+        raise web.HTTPNotFound(text="Задача не найдена") from None
+    raise back(request, "/inbox/")
+
+
+@routes.get("/files/{reference}")
+async def file(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    found = await request.app[SERVICES].journal.read_file(request.match_info["reference"])
+    if found is None:
+        raise web.HTTPNotFound(text="Файл не найден")
+    data, content_type, _name = found
+    inline = content_type.startswith(("image/", "audio/"))
+    disposition = "inline" if inline else "attachment"
+    return web.Response(
+        body=data,
+        content_type=content_type if inline else "application/octet-stream",
+        headers={
+            "Content-Disposition": f'{disposition}; filename="file"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+        },
+    )
+
+
+# -- the journal, reports, users, staff, dead letters -------------------------------------
+
+
+def _filters(request: web.Request) -> dict[str, str]:
+    keys = ("from", "to", "channel", "category", "status", "address", "breached")
+    return {k: request.query.get(k, "")[:200] for k in keys if request.query.get(k)}
+
+
+@routes.get("/journal")
+async def journal_page(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    filters = _filters(request)
+    query = journal_query(filters, request.app[SETTINGS].zone)
+    journal = request.app[SERVICES].journal
+    try:
+        page_no = max(1, int(request.query.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    total = await journal.requests.count_documents(query)
+    docs = [
+        d
+        async for d in journal.requests.find(query)
+        .sort("registered_at", -1)
+        .skip((page_no - 1) * PAGE_SIZE)
+        .limit(PAGE_SIZE)
+    ]
+    return page(
+        request,
+        "inbox/journal.html",
+        {
+            "requests": docs,
+            "filters": filters,
+            "page_no": page_no,
+            "total": total,
+            "pages": max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE),
+            "query_string": urlencode(filters),
+            "statuses": STATUSES,
+        },
+    )
+
+
+@routes.get("/journal/export")
+async def journal_export(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    settings = request.app[SETTINGS]
+    query = journal_query(_filters(request), settings.zone)
+    journal = request.app[SERVICES].journal
+    rows = [export_row(d, settings.zone) async for d in journal.requests.find(query).sort("registered_at", 1)]
+    stamp = now().astimezone(settings.zone).strftime("%Y%m%d-%H%M")
+    if request.query.get("format") == "csv":
+        return web.Response(
+            body=to_csv(rows, settings.zone).encode("utf-8"),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="journal-{stamp}.csv"'},
+        )
+    return web.Response(
+        body=to_xlsx(rows, settings.zone),
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="journal-{stamp}.xlsx"'},
+    )
+
+
+@routes.get("/reports")
+async def reports(request: web.Request) -> web.StreamResponse:
+    require(request, "reports")
+    settings = request.app[SETTINGS]
+    filters = {k: v for k, v in _filters(request).items() if k in ("from", "to")}
+    query = journal_query(filters, settings.zone)
+    journal = request.app[SERVICES].journal
+    docs = [d async for d in journal.requests.find(query, {"text": 0, "text_history": 0, "attachments": 0})]
+    task_query = {"missed_at": query["registered_at"]} if "registered_at" in query else {}
+    tasks = [t async for t in journal.tasks.find(task_query)]
+    return page(request, "inbox/reports.html", {"report": build_report(docs, tasks, settings.zone), "filters": filters})
+
+
+@routes.get("/users")
+async def users_page(request: web.Request) -> web.StreamResponse:
+    require(request, "users")
+    return page(request, "inbox/users.html", {"users": await request.app[USERS].list(), "roles": ROLES})
+
+
+@routes.post("/users")
+async def users_change(request: web.Request) -> web.StreamResponse:
+    session = require(request, "users")
+    form = await request.post()
+    users = request.app[USERS]
+    role = str(form.get("role", "dispatcher"))
+    if role == "admin" and not session.user.can("admin"):
+        raise web.HTTPForbidden(text="Администратора может добавить только администратор")
+    try:
+        if form.get("disable"):
+            await users.disable(str(form["disable"]))
+        else:
+            await users.add(
+                str(form.get("login", "")), str(form.get("password", "")), role, str(form.get("name", "")) or None
+            )
+    except (InvalidInput, NotFound) as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    raise web.HTTPSeeOther("/inbox/users")
+
+
+@routes.get("/staff")
+async def staff_page(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    return page(request, "inbox/staff.html", {"staff": await request.app[INBOX].staff()})
+
+
+@routes.post("/staff")
+async def staff_change(request: web.Request) -> web.StreamResponse:
+    require(request, "staff")
+    form = await request.post()
+    journal = request.app[SERVICES].journal
+    if form.get("deactivate"):
+        await journal.staff.update_one({"_id": str(form["deactivate"])}, {"$set": {"active": False}})
+        raise web.HTTPSeeOther("/inbox/staff")
+    name = str(form.get("name", "")).strip()
+    if not name:
+        raise web.HTTPBadRequest(text="Укажите имя")
+    await journal.staff.insert_one(
+        {
+            "_id": secrets.token_hex(8),
+            "name": name[:200],
+            "trade": str(form.get("trade", ""))[:100],
+            "kind": "contractor" if form.get("kind") == "contractor" else "staff",
+            "phone": str(form.get("phone", ""))[:40],
+            "email": str(form.get("email", "")).strip()[:320] or None,
+            "telegram": str(form.get("telegram", "")).strip()[:40] or None,
+            "active": True,
+            "created_at": now(),
+        }
+    )
+    raise web.HTTPSeeOther("/inbox/staff")
+
+
+@routes.get("/dead-letters")
+async def dead_letters(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    journal = request.app[SERVICES].journal
+    docs = [d async for d in journal.dead_letters.find({}).sort("at", -1).limit(200)]
+    return page(request, "inbox/dead_letters.html", {"dead": docs})
