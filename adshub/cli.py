@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     usub.add_parser("list", help="list users")
     disable = usub.add_parser("disable", help="disable a user and end their sessions")
     disable.add_argument("--login", required=True)
+    buildings = sub.add_parser("buildings", help="the company's buildings directory")
+    bsub = buildings.add_subparsers(dest="buildings_command", required=True)
+    load = bsub.add_parser(
+        "import",
+        help="import FILE.csv (columns: street, house, building, structure, entrances, floors, flats, fias, note)",
+    )
+    load.add_argument("file", type=Path)
     return parser
 
 
@@ -68,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_export(settings, args))
         if args.command == "user":
             return asyncio.run(_users(settings, args))
+        if args.command == "buildings":
+            return asyncio.run(_buildings(settings, args))
     except ConfigurationError as exc:
         print(f"adshub: {exc}", file=sys.stderr)
         return 2
@@ -125,6 +134,20 @@ def _day(value: str | None, settings: Settings, end: bool = False) -> datetime |
         raise ConfigurationError(f"dates look like 2026-11-24, not {value!r}") from exc
     moment = datetime.combine(day, time.max if end else time.min, settings.zone)
     return moment
+
+
+async def _buildings(settings: Settings, args: argparse.Namespace) -> int:
+    from journal.buildings import import_buildings
+    from journal.repository import Journal
+
+    journal = Journal.connect(settings.mongo_url, settings.database_name)
+    try:
+        await journal.prepare()
+        count = await import_buildings(journal, args.file)
+    finally:
+        await journal.close()
+    print(f"imported {count} buildings")
+    return 0
 
 
 async def _users(settings: Settings, args: argparse.Namespace) -> int:

@@ -126,6 +126,8 @@ class Situation:
     threaded: RequestView | None = None
     looked_up: RequestView | None = None
     remembered_address: Address | None = None
+    address_unknown: bool = False
+    """The message names a house that is not in the company's buildings directory."""
     contact_id: str | None = None
 
 
@@ -401,9 +403,10 @@ def _new_request(s: Situation, extracted: Address | None, state: State, extra_id
         received_at=msg.received_at,
         message_ids=(*extra_ids, msg.id),
     )
-    has_place = (address is not None and address.has_house) or msg.location is not None
+    known = address is not None and address.has_house and not s.address_unknown
+    has_place = known or msg.location is not None
     if category.emergency or not category.needs_visit or has_place or not msg.answerable:
-        remember = extracted.merged(s.remembered_address) if extracted and extracted.has_house else None
+        remember = extracted.merged(s.remembered_address) if extracted and extracted.has_house and known else None
         return _registration(draft, s, remember=remember)
     pending = {
         "message_id": msg.id,
@@ -411,24 +414,26 @@ def _new_request(s: Situation, extracted: Address | None, state: State, extra_id
         "received_at": msg.received_at.isoformat(),
         "category": classification.category.value,
     }
-    return Step(
-        "ask",
-        state=State("address", pending=pending),
-        classification=classification,
-        replies=(Reply("ask_address", {"category": classification.category.value}, kind="question"),),
+    question = (
+        Reply("address_unknown", {"address": address.text()}, kind="question")
+        if (s.address_unknown and address is not None)
+        else Reply("ask_address", {"category": classification.category.value}, kind="question")
     )
+    return Step("ask", state=State("address", pending=pending), classification=classification, replies=(question,))
 
 
 def _registration(draft: Draft, s: Situation, remember: Address | None) -> Step:
-    needs_address = not ((draft.address is not None and draft.address.has_house) or s.inbound.location is not None)
+    has_house = draft.address is not None and draft.address.has_house
+    needs_address = not ((has_house and not s.address_unknown) or s.inbound.location is not None)
     category = info(draft.classification.category)
     ask = needs_address and category.needs_visit and s.inbound.answerable
     state = State("address_for") if ask else State()  # the router fills in the number it assigns
+    unknown = draft.address.text() if s.address_unknown and has_house and draft.address is not None else None
     return Step(
         "register",
         draft=draft,
         state=state,
         remember_address=remember,
         classification=draft.classification,
-        replies=(Reply("registered", {"ask_address": ask}, kind="registration"),),
+        replies=(Reply("registered", {"ask_address": ask, "unknown_address": unknown}, kind="registration"),),
     )

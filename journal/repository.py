@@ -61,6 +61,8 @@ class Commit:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     message_updates: list[UpdateOne] = field(default_factory=list)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    incident_updates: list[UpdateOne] = field(default_factory=list)
 
 
 class RegistrationConflict(TransientError):
@@ -152,7 +154,10 @@ class Journal:
         await self.incidents.create_indexes(
             [
                 IndexModel(
-                    [("building_key", ASCENDING), ("kind", ASCENDING), ("last_report_at", DESCENDING)], name="open"
+                    [("open_key", ASCENDING)],
+                    unique=True,
+                    name="open_unique",
+                    partialFilterExpression={"status": "open"},
                 ),
             ]
         )
@@ -270,10 +275,30 @@ class Journal:
             update["$set"]["name"] = name
         await self.contacts.update_one({"_id": contact_id}, update)
 
+    async def open_incidents(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        cursor = self.incidents.find({"open_key": {"$in": sorted(set(keys))}, "status": "open"})
+        return {doc["open_key"]: doc async for doc in cursor}
+
+    async def buildings_directory(self) -> list[dict[str, Any]]:
+        return [
+            doc
+            async for doc in self.buildings.find(
+                {},
+                {"key": 1, "street": 1, "street_type": 1, "house": 1, "building": 1, "structure": 1, "street_key": 1},
+            )
+        ]
+
     # -- writes ---------------------------------------------------------------
 
     async def commit(self, commit: Commit) -> None:
         """Apply one batch: requests first (the unique source index is the dedup point), messages last."""
+        if commit.incident_updates:
+            await self.incidents.bulk_write(commit.incident_updates, ordered=True)
+        if commit.incidents:
+            try:
+                await self.incidents.insert_many(commit.incidents, ordered=True)
+            except BulkWriteError as exc:
+                raise RegistrationConflict(f"an incident was opened concurrently: {exc.details}") from exc
         if commit.requests:
             failed = await self._insert_ignoring_duplicates(self.requests, commit.requests)
             if failed:

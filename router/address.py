@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from functools import lru_cache
 
 from router.normalize import _MORPH, normalize, words_to_digits
 
@@ -118,7 +119,7 @@ class Address:
 
     @property
     def is_empty(self) -> bool:
-        return not any(asdict(self).values())
+        return not any(getattr(self, name) for name in FIELDS)
 
     def merged(self, other: Address | None) -> Address:
         """Fill the gaps of this address from ``other`` (an earlier, remembered one)."""
@@ -126,7 +127,7 @@ class Address:
             return self
         if self.street and other.street and (self.street != other.street or (self.house and self.house != other.house)):
             return self
-        values = {k: v if v else getattr(other, k) for k, v in asdict(self).items()}
+        values = {k: getattr(self, k) or getattr(other, k) for k in FIELDS}
         return Address(**values)
 
     def text(self) -> str:
@@ -149,7 +150,7 @@ class Address:
         return ", ".join(parts)
 
     def as_dict(self) -> dict[str, str | None]:
-        data = asdict(self)
+        data: dict[str, str | None] = {name: getattr(self, name) for name in FIELDS}
         data["text"] = self.text()
         return data
 
@@ -161,10 +162,14 @@ class Address:
         return cls(**fields)
 
 
+FIELDS = tuple(f.name for f in fields(Address))
+
+
 def _title(name: str) -> str:
     return " ".join(part[:1].upper() + part[1:] for part in name.split())
 
 
+@lru_cache(maxsize=10_000)
 def _nominative(name: str, street_type: str | None) -> str:
     """«по Заречной» → «Заречная», «Комсомольскому проспекту» → «Комсомольский»; «Кирова» stays."""
     words = name.split()

@@ -28,12 +28,15 @@ _CLAUSE_BREAK = re.compile(r"[.!?;\n…]+|\s[—–-]\s|,\s*(?:а|но|одна�
 _SEGMENT_BREAK = re.compile(r",")
 
 
+_LAST_WORD = re.compile(r"([а-яa-z0-9-]+)$")
+
+
 def _clause_breaks(text: str) -> list[int]:
     """Offsets where a clause ends; the dot of «ул.», «д. 7» or «3.5» does not end one."""
     breaks: list[int] = []
     for match in _CLAUSE_BREAK.finditer(text):
         if match.group(0) == ".":
-            before = re.search(r"([а-яa-z0-9-]+)$", text[: match.start()])
+            before = _LAST_WORD.search(text, max(0, match.start() - 24), match.start())
             after = text[match.end() : match.end() + 1]
             if before and (before.group(1) in ABBREVIATIONS or len(before.group(1)) == 1 or after.isdigit()):
                 continue
@@ -174,6 +177,8 @@ class Analysis:
                 self.hits[concept].append(word.index)
         self.negated = self._negated()
         self.historic = self._historic_clauses()
+        self._current: dict[str, list[int]] = {}
+        self._active: dict[str, list[int]] = {}
         self.exclaims = self.text.count("!")
         self.question = "?" in self.text
 
@@ -224,10 +229,18 @@ class Analysis:
 
     def current(self, concept: str) -> list[int]:
         """Occurrences outside historic segments, negated or not («не моют» is still about washing)."""
-        return [i for i in self.hits.get(concept, []) if self.words[i].segment not in self.historic]
+        found = self._current.get(concept)
+        if found is None:
+            found = [i for i in self.hits.get(concept, ()) if self.words[i].segment not in self.historic]
+            self._current[concept] = found
+        return found
 
     def active(self, concept: str) -> list[int]:
-        return [i for i in self.current(concept) if i not in self.negated]
+        found = self._active.get(concept)
+        if found is None:
+            found = [i for i in self.current(concept) if i not in self.negated]
+            self._active[concept] = found
+        return found
 
     def absent(self, concept: str) -> list[int]:
         """Occurrences that are negated in a current segment: «нет воды», «не горит»."""
@@ -320,7 +333,7 @@ def _rule_lift(a: Analysis, ev: Evidence) -> None:
         people_stopped = _pair(a, lift, stopped, 10)
     if not empty and (trap or people_stopped):
         ev.add(Category.ELEVATOR_TRAPPED, STRONG + 1, a.phrase(trap or people_stopped or ()))
-    fault = _pair(a, lift, a.current("LIFT_FAULT") + a.active("STOPPED"), 10)
+    fault = _pair(a, lift, a.current("LIFT_FAULT") + a.absent("LIFT_WORKS") + a.active("STOPPED"), 10)
     if fault:
         ev.add(Category.ELEVATOR_FAULT, STRONG, a.phrase(fault))
     elif a.active("LIFT"):
@@ -378,7 +391,8 @@ def _near_absence(a: Analysis, concept: str) -> list[int]:
 
 def _rule_water_family(a: Analysis, ev: Evidence) -> None:
     burst = a.active("BURST")
-    leak = a.active("LEAK")
+    steaming_pipe = [i for i in a.active("STEAM") if _pair(a, [i], a.active("PIPE") + a.active("WATER"), 4)]
+    leak = a.active("LEAK") + steaming_pipe
     wet = burst + leak
     heating = a.active("HEATING")
     sewer = a.active("SEWER")
@@ -520,6 +534,9 @@ def _rule_outage(a: Analysis, ev: Evidence) -> None:
         absent.extend(cold_heating)
     absent.extend(_hot_runs_cold(a))
     absent.extend(_weak_pressure(a))
+    no_flow = _pair(a, a.absent("FLOW"), a.active("WATER") + a.active("HOT"), 3)
+    if no_flow:
+        absent.extend(no_flow)
     if absent:
         weight = STRONG
         if _lighting_in_common_area(a, absent):

@@ -177,18 +177,14 @@ def _fix_token(token: str, layout_mode: bool) -> str:
     return token
 
 
-def _latin_share(text: str) -> float:
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return 0.0
-    return sum(ch in LATIN for ch in letters) / len(letters)
+_ANY_LATIN = re.compile(r"[a-z]")
 
 
 @lru_cache(maxsize=20_000)
 def normalize(text: str) -> str:
     """Lower-case Russian text with ё→е and every Latin-typed word turned Russian."""
     lowered = text.lower().replace("ё", "е")
-    if _latin_share(lowered) == 0.0:
+    if not _ANY_LATIN.search(lowered):
         return lowered
     latin_words = [w for w in _WORD_RE.findall(lowered) if len(w) > 2 and set(w) & LATIN and not set(w) & CYRILLIC]
     by_layout = sum(1 for w in latin_words if fix_latin_word(w.strip("'`;[]")) == w.strip("'`;[]").translate(LAYOUT))
@@ -284,7 +280,23 @@ def _number_value(word: str) -> tuple[str, int] | None:
     return None
 
 
+_NUMBER_WORD = re.compile(
+    r"ноль|один|одна|одно|перв|два|две|втор|три|трет|четыр|четв|пят|шест|сем|вос[ье]м|девят|десят|"
+    r"двадцат|тридцат|сорок|сорок|пятьдесят|шестьдесят|семьдесят|восемьдесят|девяност|сто|двест|трист|четырест|"
+    r"сот",
+    re.IGNORECASE,
+)
+
+
 def words_to_digits(text: str) -> str:
+    """Replace Russian number words with digits (see ``_words_to_digits``); a fast path for texts without any."""
+    if not _NUMBER_WORD.search(text):
+        return text
+    return _words_to_digits(text)
+
+
+@lru_cache(maxsize=20_000)
+def _words_to_digits(text: str) -> str:
     """Replace Russian number words with digits: «сорок семь» → «47», «сто двенадцать» → «112».
 
     Each group follows the natural order hundreds → tens → units; a new group

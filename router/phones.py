@@ -4,6 +4,8 @@ recognised across channels: «+7 (916) 123-45-67» and «89161234567» are the s
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 from router.normalize import words_to_digits
@@ -30,10 +32,19 @@ def normalize_phone(raw: str, region: str = DEFAULT_REGION) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_ENOUGH_DIGITS = re.compile(r"(?:\d[\s().+-]*){7}")
+
+
 def extract_phones(text: str, region: str = DEFAULT_REGION) -> list[str]:
     """Every valid phone number in ``text`` (also dictated ones), in E.164, without repeats."""
     found: list[str] = []
-    for source in (text, words_to_digits(text)):
+    sources = [text]
+    spelled = words_to_digits(text)
+    if spelled != text:
+        sources.append(spelled)
+    for source in sources:
+        if not _ENOUGH_DIGITS.search(source):
+            continue
         for match in phonenumbers.PhoneNumberMatcher(source, region, leniency=phonenumbers.Leniency.VALID):
             e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
             if e164 not in found:

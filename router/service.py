@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -28,11 +29,14 @@ from adshub.contract import Event, Inbound, Outbound, utcnow
 from adshub.metrics import METRICS
 from bots.dialogue import RequestView, Situation, State, Step, plan, request_number_in, status_buttons
 from bots.texts import Texts
+from journal.buildings import canonical, match_building
 from journal.repository import Commit, Journal, audit_entry, is_transient, next_due
 from router.address import Address, extract_address
 from router.categories import info
 from router.classify import classify
 from router.deadlines import DeadlinePolicy, format_number, planned_deadline, registration_year, regulatory_clocks
+from router.incidents import WINDOW as INCIDENT_WINDOW
+from router.incidents import incident_kind, open_key
 from router.phones import extract_phones, normalize_phone
 from router.records import (
     address_doc,
@@ -69,6 +73,9 @@ class _Work:
     looked_up: dict[str, Any] | None = None
     replaces: str | None = None
     """A late transcript or edit of a message that never became a request: its id."""
+    address_unknown: bool = False
+    incident: dict[str, Any] | None = None
+    """The incident this registration joined (another request is its master)."""
 
 
 def _view(doc: dict[str, Any] | None) -> RequestView | None:
@@ -101,6 +108,8 @@ class Router:
         self.policy = policy
         self.clock = clock
         self._transient_failures = 0
+        self._directory: list[dict[str, Any]] = []
+        self._directory_read = -1e9
 
     async def start(self) -> None:
         await self.bus.consume(self.bus.topology.inbound_queue, self.handle, max_batch=MAX_BATCH, max_wait=0.002)
@@ -217,6 +226,15 @@ class Router:
                 w.replaces = str(w.inbound.payload["replaces"])
 
         extracted = {w.inbound.id: extract_address(w.inbound.text) if w.inbound.text else None for w in work}
+        directory = await self._buildings()
+        for w in work:
+            found = extracted[w.inbound.id]
+            if directory and found is not None and found.has_house:
+                building = match_building(found, directory)
+                if building is not None:
+                    extracted[w.inbound.id] = canonical(found, building)
+                else:
+                    w.address_unknown = True
         refs = [r for w in work for r in w.inbound.thread]
         thread_numbers = await self.journal.numbers_by_external_refs(refs) if refs else {}
         wanted: set[str] = set()
@@ -248,12 +266,76 @@ class Router:
 
         await self._number(work, existing, now)
         commit = Commit()
+        await self._link_incidents(work, now, commit)
         for w in work:
             self._record(w, seen, related, now, commit, outcome)
         await self.journal.commit(commit)
         for w in work:
             if w.request is not None:
                 METRICS.registration_latency.observe(max(0.0, (now - w.inbound.received_at).total_seconds()))
+
+    async def _buildings(self) -> list[dict[str, Any]]:
+        """The company's buildings directory, re-read at most once a minute."""
+        if time.monotonic() - self._directory_read > 60:
+            self._directory = await self.journal.buildings_directory()
+            self._directory_read = time.monotonic()
+        return self._directory
+
+    async def _link_incidents(self, work: list[_Work], now: datetime, commit: Commit) -> None:
+        """Reports of one accident at one building within hours join the first one's incident."""
+        candidates: list[tuple[_Work, str, str]] = []
+        for w in work:
+            if w.request is None or not w.request.get("_new"):
+                continue
+            building = (w.request.get("address") or {}).get("key")
+            kind = incident_kind(w.request["category"], w.request.get("text", ""))
+            if building and kind:
+                candidates.append((w, open_key(building, kind), kind))
+        if not candidates:
+            return
+        found = await self.journal.open_incidents([key for _, key, _ in candidates])
+        for key, incident in list(found.items()):
+            if incident["last_report_at"] < now - INCIDENT_WINDOW:
+                commit.incident_updates.append(UpdateOne({"_id": incident["_id"]}, {"$set": {"status": "expired"}}))
+                del found[key]
+        for w, key, kind in candidates:
+            assert w.request is not None and w.number is not None
+            reporter = {
+                "number": w.number,
+                "contact_id": w.contact["_id"],
+                "conversation_id": w.conversation["_id"],
+                "flat": (w.request.get("address") or {}).get("flat"),
+                "at": now,
+            }
+            incident = found.get(key)
+            if incident is None:
+                incident = {
+                    "_id": w.number,
+                    "open_key": key,
+                    "kind": kind,
+                    "status": "open",
+                    "master": w.number,
+                    "building_key": w.request["address"]["key"],
+                    "address": w.request["address"].get("text"),
+                    "category": w.request["category"],
+                    "opened_at": now,
+                    "last_report_at": now,
+                    "reporters": [reporter],
+                }
+                found[key] = incident
+                commit.incidents.append(incident)
+            else:
+                w.incident = incident
+                if incident in commit.incidents:
+                    incident["reporters"].append(reporter)
+                else:
+                    commit.incident_updates.append(
+                        UpdateOne(
+                            {"_id": incident["_id"]},
+                            {"$push": {"reporters": reporter}, "$set": {"last_report_at": now}},
+                        )
+                    )
+            w.request["incident_id"] = incident["_id"]
 
     def _situation(
         self, w: _Work, related: dict[str, dict[str, Any]], thread_numbers: dict[str, str], now: datetime
@@ -281,6 +363,7 @@ class Router:
                 {k: v for k, v in (w.contact.get("address") or {}).items() if k not in ("text", "key")}
             ),
             contact_id=w.contact["_id"],
+            address_unknown=w.address_unknown,
         )
 
     async def _number(self, work: list[_Work], existing: dict[str, dict[str, Any]], now: datetime) -> None:
@@ -508,12 +591,16 @@ class Router:
         context = dict(reply.context)
         deadline = None
         request = w.request if w.request is not None and reply.template == "registered" else None
+        template = reply.template
         if request is not None:
             context = {**self.texts.request_context(request), **context}
             deadline = request.get("deadline")
+            if w.incident is not None:
+                template = "incident_joined"
+                context["master"] = w.incident["master"]
         elif reply.template == "status" and w.looked_up is not None:
             context = {**context, **self.texts.request_context(w.looked_up)}
-        text = self.texts.render(reply.template, inbound.channel, **context)
+        text = self.texts.render(template, inbound.channel, **context)
         buttons = reply.buttons
         if request is not None and not buttons:
             buttons = status_buttons(request["_id"])

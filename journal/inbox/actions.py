@@ -480,6 +480,7 @@ class Inbox:
                 ),
                 "status",
             )
+        await self._follow_incident(number, status, actor, now, fields.get("result"))
         await self.bus.publish_event(
             Event(
                 type="request.updated",
@@ -488,6 +489,45 @@ class Inbox:
                 data={"status": status},
             )
         )
+
+    async def _follow_incident(
+        self, master: str, status: str, actor: Actor, now: datetime, result: dict[str, Any] | None
+    ) -> None:
+        """Every reporter of an incident hears how its master goes; closing the master closes theirs."""
+        incident = await self.journal.incidents.find_one({"_id": master})
+        if incident is None:
+            return
+        closing = status in ("done", "cancelled")
+        if closing:
+            await self.journal.incidents.update_one({"_id": master}, {"$set": {"status": "closed", "closed_at": now}})
+        for reporter in incident.get("reporters", []):
+            number = reporter["number"]
+            if number == master:
+                continue
+            request = await self.journal.request(number)
+            if request is None or request.get("status") in ("done", "cancelled"):
+                continue
+            if closing:
+                outcome = {
+                    "result": f"Выполнено в рамках заявки № {master}. {(result or {}).get('result', '')}".strip()
+                }
+                await self.journal.requests.update_one(
+                    {"_id": number},
+                    {"$set": {"status": status, "closed_at": now, "result": outcome, "updated_at": now}},
+                )
+                await self._audit(
+                    number, actor, "status", {"status": [request.get("status"), status], "incident": master}, now
+                )
+                if status == "done":
+                    await self._complete_clock(number, "localize", actor, now)
+                    await self._complete_clock(number, "eliminate", actor, now)
+                await self._close_conversation(request)
+            text = self.texts.render(
+                "incident_update", self._channel_of(request), number=number, master=master, status=STATUS_NAMES[status]
+            )
+            await self._notify_resident(
+                request, text, "status", buttons=survey_buttons(number) if status == "done" else ()
+            )
 
     async def _close_conversation(self, request: dict[str, Any]) -> None:
         await self.journal.conversations.update_one(
