@@ -36,6 +36,7 @@ fault: setup rabbitmq
 
 bench: setup rabbitmq
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench_classify
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,41 +118,53 @@ class Delivery:
 
 
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+_STOP = object()
+"""Put in a consumer's queue to end its loop once the messages before it are done."""
 
 
 class Consumer:
-    """Consumes one queue in batches; stops taking messages on ``stop`` and drains in-flight work."""
+    """Consumes one queue in batches; ``stop`` stops taking messages and lets the ones taken finish.
 
-    def __init__(self, queue: AbstractQueue, handler: BatchHandler, max_batch: int, max_wait: float) -> None:
+    With several lanes, batches run concurrently; messages with the same ``x-lane`` header (one
+    conversation) always share a lane, so they are still handled one after another, in order.
+    """
+
+    def __init__(
+        self, queue: AbstractQueue, handler: BatchHandler, max_batch: int, max_wait: float, lanes: int = 1
+    ) -> None:
         self._queue = queue
         self._handler = handler
         self._max_batch = max_batch
         self._max_wait = max_wait
-        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._lanes: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in range(max(1, lanes))]
         self._tag: str | None = None
-        self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._tag = await self._queue.consume(self._pending.put, no_ack=False)
-        self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self._queue.name}")
+        self._tag = await self._queue.consume(self._take, no_ack=False)
+        self._tasks = [
+            asyncio.create_task(self._run(lane), name=f"consume:{self._queue.name}:{n}")
+            for n, lane in enumerate(self._lanes)
+        ]
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            first = await self._next(None)
-            if first is None:
-                continue
+    async def _take(self, message: AbstractIncomingMessage) -> None:
+        key = (message.headers or {}).get("x-lane")
+        lane = zlib.crc32(str(key).encode()) % len(self._lanes) if key is not None else 0
+        self._lanes[lane].put_nowait(message)
+
+    async def _run(self, pending: asyncio.Queue[Any]) -> None:
+        stopping = False
+        while not stopping:
+            first = await pending.get()
+            if first is _STOP:
+                return
             batch = [first]
-            deadline = time.monotonic() + self._max_wait
-            while len(batch) < self._max_batch:
-                if not self._pending.empty():
-                    batch.append(self._pending.get_nowait())
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                item = await self._next(remaining)
-                if item is None:
+            if self._max_wait > 0 and pending.qsize() < self._max_batch - 1:
+                await asyncio.sleep(self._max_wait)
+            while len(batch) < self._max_batch and not pending.empty():
+                item = pending.get_nowait()
+                if item is _STOP:
+                    stopping = True
                     break
                 batch.append(item)
             deliveries = [_wrap(m) for m in batch]
@@ -166,34 +179,25 @@ class Consumer:
                     log.error("handler left a message unsettled; requeueing", extra={"message_id": d.message_id})
                     await d.nack(requeue=True)
 
-    async def _next(self, timeout: float | None) -> AbstractIncomingMessage | None:
-        getter = asyncio.ensure_future(self._pending.get())
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        done, _ = await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await getter
-        return None
-
     async def stop(self, drain_timeout: float = 30.0) -> None:
-        """Stop taking messages, finish the batch in hand, return unstarted ones to the broker."""
+        """Stop taking messages and finish those already taken; what the timeout cuts off goes back."""
         if self._tag is not None:
             with contextlib.suppress(*PUBLISH_ERRORS):
                 await asyncio.wait_for(self._queue.cancel(self._tag), SETTLE_TIMEOUT)
             self._tag = None
-        self._stopping.set()
-        if self._loop_task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._loop_task), drain_timeout)
-            except TimeoutError:
-                self._loop_task.cancel()
-        while not self._pending.empty():
-            message = self._pending.get_nowait()
-            with contextlib.suppress(*PUBLISH_ERRORS):
-                await asyncio.wait_for(message.nack(requeue=True), SETTLE_TIMEOUT)
+        for lane in self._lanes:
+            lane.put_nowait(_STOP)
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+        for lane in self._lanes:
+            while not lane.empty():
+                message = lane.get_nowait()
+                if message is _STOP:
+                    continue
+                with contextlib.suppress(*PUBLISH_ERRORS):
+                    await asyncio.wait_for(message.nack(requeue=True), SETTLE_TIMEOUT)
 
 
 def _wrap(message: AbstractIncomingMessage) -> Delivery:
@@ -219,7 +223,8 @@ class RabbitBus:
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._consumers: list[Consumer] = []
-        self._publish_lock = asyncio.Lock()
+        self._event_channel: AbstractChannel | None = None
+        self._event_exchange: AbstractExchange | None = None
 
     async def connect(self, attempts: int = 30) -> None:
         for attempt in range(1, attempts + 1):
@@ -236,6 +241,8 @@ class RabbitBus:
         assert self._connection is not None
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         await self._declare(self._publish_channel)
+        self._event_channel = await self._connection.channel(publisher_confirms=False)
+        self._event_exchange = await self._event_channel.get_exchange(self.topology.events_exchange)
 
     async def _declare(self, channel: AbstractChannel) -> None:
         t = self.topology
@@ -310,7 +317,9 @@ class RabbitBus:
                 delay = min(delay * 2, 3.0)
 
     async def publish_inbound(self, inbound: Inbound) -> None:
-        await self._publish("inbound", "inbound", inbound.model_dump_json().encode(), inbound.id)
+        await self._publish(
+            "inbound", "inbound", inbound.model_dump_json().encode(), inbound.id, {"x-lane": inbound.conversation_key}
+        )
 
     async def publish_outbound(self, outbound: Outbound) -> None:
         await self._publish("outbound", outbound.channel, outbound.model_dump_json().encode(), outbound.id)
@@ -319,10 +328,17 @@ class RabbitBus:
         await asyncio.gather(*(self.publish_outbound(o) for o in outbounds))
 
     async def publish_event(self, event: Event) -> None:
-        """Events feed live screens; they are not the record, so a failure is logged, not raised."""
+        """Events feed live screens; they are not the record: no confirm is awaited, a failure is logged."""
+        if self._event_exchange is None:
+            return
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
         try:
-            await self._publish("events", event.type, event.model_dump_json().encode(), None, persistent=False)
-        except TransientError as exc:
+            await self._event_exchange.publish(message, routing_key=event.type, mandatory=False)
+        except PUBLISH_ERRORS as exc:
             log.warning("event %s not published: %s", event.type, exc)
 
     async def publish_events(self, events: Sequence[Event]) -> None:
@@ -352,12 +368,13 @@ class RabbitBus:
         max_batch: int = 1,
         max_wait: float = 0.0,
         prefetch: int | None = None,
+        lanes: int = 1,
     ) -> Consumer:
         assert self._connection is not None, "connect() first"
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch or self.prefetch)
         queue = await channel.get_queue(queue_name, ensure=True)
-        consumer = Consumer(queue, handler, max_batch=max_batch, max_wait=max_wait)
+        consumer = Consumer(queue, handler, max_batch=max_batch, max_wait=max_wait, lanes=lanes)
         await consumer.start()
         self._consumers.append(consumer)
         return consumer

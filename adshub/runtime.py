@@ -58,6 +58,7 @@ class Hub:
         self.journal: Journal | None = None
         self.bus: RabbitBus | None = None
         self.channels: list[Channel] = []
+        self.delivery_workers: list[DeliveryWorker] = []
         self.router: Router | None = None
         self.watcher: ClockWatcher | None = None
         self.runner: web.AppRunner | None = None
@@ -80,7 +81,9 @@ class Hub:
             if name in self.parts and cls.configured(s):
                 self.channels.append(cls(context))
         for channel in self.channels:
-            await DeliveryWorker(channel, self.bus, self.journal).start()
+            worker = DeliveryWorker(channel, self.bus, self.journal)
+            await worker.start()
+            self.delivery_workers.append(worker)
 
         if "router" in self.parts:
             self.router = Router(self.journal, self.bus, texts, DeadlinePolicy.from_settings(s))
@@ -125,6 +128,8 @@ class Hub:
             await _bounded(f"stop channel {channel.name}", channel.stop(), 15)
         if self.bus is not None:
             await _bounded("drain consumers", self.bus.stop_consuming(drain_timeout=30), 40)
+        for worker in self.delivery_workers:
+            await _bounded(f"record deliveries of {worker.channel.name}", worker.stop(), 10)
         if self.watcher is not None:
             await _bounded("stop clock watcher", self.watcher.stop(), 10)
         if self.runner is not None:

@@ -48,6 +48,7 @@ def html_environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
         undefined=jinja2.ChainableUndefined,
+        auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
     )

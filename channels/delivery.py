@@ -6,10 +6,12 @@ on the message for the inbox. A consumer never dies of one failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections import defaultdict
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -21,6 +23,7 @@ from channels.base import Channel
 from journal.repository import Journal, is_transient
 
 log = logging.getLogger("adshub.delivery")
+FLUSH_INTERVAL = 0.25
 
 
 class DeliveryWorker:
@@ -35,9 +38,12 @@ class DeliveryWorker:
         self.retry_window = retry_window
         self.max_backoff = max_backoff
         self._seen: dict[str, float] = {}
+        self._unrecorded: list[tuple[Outbound, datetime]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.channel.local_delivery:
+            self._flusher = asyncio.create_task(self._flush_loop(), name=f"delivery-records:{self.channel.name}")
             await self.bus.consume_private("outbound", [self.channel.name], self.handle)
         else:
             queue = await self.bus.declare_outbound_queue(self.channel.name)
@@ -135,43 +141,76 @@ class DeliveryWorker:
     def _backoff(self, attempt: int) -> float:
         return min(self.max_backoff, 0.5 * 2 ** min(attempt, 8)) * (0.8 + random.random() * 0.4)
 
+    async def stop(self) -> None:
+        """Write down what was delivered but not yet recorded."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()
+
+    async def _flush_loop(self) -> None:
+        """Local deliveries (pushes to this process's sockets) are recorded together, a few times a second:
+        one write per batch instead of one per reply. Replies to a socket are deduplicated by id anyway."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self._flush()
+            except Exception as exc:
+                log.warning("delivery records not written yet (%s); will retry", exc)
+
+    async def _flush(self) -> None:
+        if not self._unrecorded:
+            return
+        batch, self._unrecorded = self._unrecorded, []
+        try:
+            await self._mark_sent([o for o, _ in batch], max(at for _, at in batch))
+        except Exception:
+            self._unrecorded = batch + self._unrecorded
+            raise
+
+    async def _mark_sent(self, sent: list[Outbound], at: datetime) -> None:
+        await self.journal.record_deliveries(sent, "sent", at)
+
     async def _record(self, outcomes: list[tuple[Delivery, Outbound, str, str | None]]) -> None:
         sent = [o for _, o, status, _ in outcomes if status == "sent"]
         failed = [(o, e) for _, o, status, e in outcomes if status == "failed"]
         now = utcnow()
+        if self.channel.local_delivery:
+            self._unrecorded.extend((o, now) for o in sent)
+            sent = []
         for _ in range(10):
             try:
                 if sent:
-                    await self.journal.mark_delivery([o.id for o in sent], "sent")
-                    informed = {o.request_number: now for o in sent if o.request_number}
-                    await self.journal.mark_informed(informed)
+                    await self._mark_sent(sent, now)
                 for outbound, error in failed:
-                    await self.journal.mark_delivery([outbound.id], "failed", error)
+                    await self.journal.record_deliveries([outbound], "failed", now, error)
                 break
             except Exception as exc:
                 if not is_transient(exc):
                     log.exception("could not record delivery results")
                     break
                 await asyncio.sleep(1.0)
-        events: list[Event] = []
-        for delivery, outbound, status, error in outcomes:
+        conversations: set[str] = set()
+        failures = 0
+        for delivery, outbound, status, _error in outcomes:
             if status == "retry":
                 await delivery.nack(requeue=True)
                 continue
             if status in ("sent", "failed"):
                 METRICS.messages_out.labels(channel=self.channel.name, status=status).inc()
                 self._remember(outbound.id)
-                events.append(
-                    Event(
-                        type="delivery",
-                        conversation_id=outbound.conversation_id,
-                        request_number=outbound.request_number,
-                        message_id=outbound.id,
-                        data={"status": status, "error": error, "channel": outbound.channel},
-                    )
-                )
+                failures += status == "failed"
+                if outbound.conversation_id:
+                    conversations.add(outbound.conversation_id)
             await delivery.ack()
-        await self.bus.publish_events(events)
+        if conversations or failures:
+            await self.bus.publish_event(
+                Event(
+                    type="delivery",
+                    data={"channel": self.channel.name, "conversations": sorted(conversations), "failed": failures},
+                )
+            )
 
     def _remember(self, outbound_id: str) -> None:
         self._seen[outbound_id] = time.monotonic()

@@ -13,7 +13,6 @@ shown from the history when the widget reconnects.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -267,8 +266,7 @@ class WebChat:
             log.warning("web chat history unavailable: %s", exc)
             return
         messages = []
-        undelivered: list[str] = []
-        informed: dict[str, Any] = {}
+        outbounds: list[Outbound] = []
         for doc in docs:
             if doc["direction"] == "in":
                 if doc.get("kind") != "message":
@@ -280,17 +278,15 @@ class WebChat:
             else:
                 outbound = Outbound.model_validate(doc["outbound"])
                 messages.append(outbound_frame(outbound))
-                if (doc.get("delivery") or {}).get("status") != "sent":
-                    undelivered.append(outbound.id)
-                    if outbound.request_number:
-                        informed[outbound.request_number] = utcnow()
+                outbounds.append(outbound)
         await ws.send_json({"type": "history", "messages": messages})
-        if undelivered:
-            await asyncio.gather(
-                self.journal.mark_delivery(undelivered, "sent"),
-                self.journal.mark_informed(informed),
-                return_exceptions=True,
-            )
+        if outbounds:
+            try:
+                known = await self.journal.delivered_ids([o.id for o in outbounds])
+                shown = [o for o in outbounds if o.id not in known]
+                await self.journal.record_deliveries(shown, "sent", utcnow())
+            except Exception as exc:
+                log.warning("could not record replies shown from history: %s", exc)
 
     def connected_sessions(self) -> int:
         return len(self._sockets)

@@ -10,6 +10,7 @@ message of a request, duplicates ignored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -63,6 +64,9 @@ class Commit:
     message_updates: list[UpdateOne] = field(default_factory=list)
     incidents: list[dict[str, Any]] = field(default_factory=list)
     incident_updates: list[UpdateOne] = field(default_factory=list)
+    new_contacts: list[dict[str, Any]] = field(default_factory=list)
+    new_conversations: list[tuple[dict[str, Any], UpdateOne]] = field(default_factory=list)
+    """New conversations with their state applied; the update is the fallback when one appeared meanwhile."""
 
 
 class RegistrationConflict(TransientError):
@@ -89,6 +93,7 @@ class Journal:
         self.corrections = self.db["corrections"]
         self.cursors = self.db["cursors"]
         self.incidents = self.db["incidents"]
+        self.deliveries = self.db["deliveries"]
 
     @classmethod
     def connect(cls, url: str, database: str, timeout_ms: int = 5000) -> Journal:
@@ -126,7 +131,6 @@ class Journal:
         await self.messages.create_indexes(
             [
                 IndexModel([("conversation_id", ASCENDING), ("at", ASCENDING)], name="thread"),
-                IndexModel([("request_number", ASCENDING)], name="request"),
                 IndexModel([("external_ref", ASCENDING)], name="external_ref", sparse=True),
             ]
         )
@@ -134,14 +138,13 @@ class Journal:
             [
                 IndexModel([("source_message_id", ASCENDING)], unique=True, name="source_unique"),
                 IndexModel([("registered_at", DESCENDING)], name="registered"),
-                IndexModel([("status", ASCENDING), ("registered_at", DESCENDING)], name="status"),
                 IndexModel([("contact_id", ASCENDING)], name="contact"),
-                IndexModel([("conversation_id", ASCENDING)], name="conversation"),
                 IndexModel([("next_due_at", ASCENDING)], name="next_due", sparse=True),
                 IndexModel([("address.key", ASCENDING), ("registered_at", DESCENDING)], name="address"),
                 IndexModel([("incident_id", ASCENDING)], name="incident", sparse=True),
             ]
         )
+        await self.deliveries.create_indexes([IndexModel([("request_number", ASCENDING)], name="request", sparse=True)])
         await self.audit.create_indexes([IndexModel([("request", ASCENDING), ("at", ASCENDING)], name="request")])
         await self.dead_letters.create_indexes([IndexModel([("at", DESCENDING)], name="recent")])
         await self.tasks.create_indexes(
@@ -226,18 +229,11 @@ class Journal:
             return {}
         return {doc["_id"]: doc async for doc in self.conversations.find({"_id": {"$in": wanted}})}
 
-    async def create_conversations(self, docs: list[dict[str, Any]]) -> None:
-        await self._insert_ignoring_duplicates(self.conversations, docs)
-
     async def contacts_by_identity(self, keys: Iterable[str]) -> list[dict[str, Any]]:
         wanted = sorted(set(keys))
         if not wanted:
             return []
         return [doc async for doc in self.contacts.find({"identities": {"$in": wanted}})]
-
-    async def create_contacts(self, docs: list[dict[str, Any]]) -> set[int]:
-        """Insert new contacts; returns the positions that collided with an existing identity."""
-        return await self._insert_ignoring_duplicates(self.contacts, docs)
 
     async def merge_contacts(self, keep: str, merged: Sequence[str], identities: Sequence[str]) -> None:
         """One person turned out to be several contacts (a phone shared in Telegram and a voicemail)."""
@@ -279,6 +275,14 @@ class Journal:
         cursor = self.incidents.find({"open_key": {"$in": sorted(set(keys))}, "status": "open"})
         return {doc["open_key"]: doc async for doc in cursor}
 
+    async def incident_reporters(self, incident_id: str) -> list[dict[str, Any]]:
+        """The requests of one incident's reporters, the first report first."""
+        cursor = self.requests.find(
+            {"incident_id": incident_id},
+            {"address": 1, "registered_at": 1, "contact_id": 1, "conversation_id": 1, "status": 1, "channel": 1},
+        ).sort("registered_at", ASCENDING)
+        return [doc async for doc in cursor]
+
     async def buildings_directory(self) -> list[dict[str, Any]]:
         return [
             doc
@@ -291,7 +295,40 @@ class Journal:
     # -- writes ---------------------------------------------------------------
 
     async def commit(self, commit: Commit) -> None:
-        """Apply one batch: requests first (the unique source index is the dedup point), messages last."""
+        """Apply one batch in stages: what a request refers to, then the requests (the unique source index
+        is the dedup point), then everything else at once, and the messages last (they mark it processed)."""
+        await asyncio.gather(self._new_contacts(commit), self._new_conversations(commit), self._incidents(commit))
+        if commit.requests:
+            failed = await self._insert_ignoring_duplicates(self.requests, commit.requests)
+            if failed:
+                ids = [commit.requests[i]["source_message_id"] for i in sorted(failed)]
+                raise RegistrationConflict(f"source messages registered concurrently: {ids}")
+        writes = [
+            (commit.request_updates, lambda: self.requests.bulk_write(commit.request_updates, ordered=False)),
+            (commit.audits, lambda: self._insert_ignoring_duplicates(self.audit, commit.audits)),
+            (commit.conversations, lambda: self.conversations.bulk_write(commit.conversations, ordered=False)),
+            (commit.contacts, lambda: self.contacts.bulk_write(commit.contacts, ordered=False)),
+            (commit.tasks, lambda: self._insert_ignoring_duplicates(self.tasks, commit.tasks)),
+            (commit.message_updates, lambda: self.messages.bulk_write(commit.message_updates, ordered=False)),
+        ]
+        await asyncio.gather(*(write() for items, write in writes if items))
+        if commit.messages:
+            await self._insert_ignoring_duplicates(self.messages, commit.messages)
+
+    async def _new_contacts(self, commit: Commit) -> None:
+        if commit.new_contacts:
+            unique = list({doc["_id"]: doc for doc in commit.new_contacts}.values())
+            if await self._insert_ignoring_duplicates(self.contacts, unique):
+                raise RegistrationConflict("a new resident's identity was registered concurrently")
+
+    async def _new_conversations(self, commit: Commit) -> None:
+        if commit.new_conversations:
+            docs = [doc for doc, _ in commit.new_conversations]
+            taken = await self._insert_ignoring_duplicates(self.conversations, docs)
+            if taken:
+                await self.conversations.bulk_write([commit.new_conversations[i][1] for i in sorted(taken)])
+
+    async def _incidents(self, commit: Commit) -> None:
         if commit.incident_updates:
             await self.incidents.bulk_write(commit.incident_updates, ordered=True)
         if commit.incidents:
@@ -299,25 +336,6 @@ class Journal:
                 await self.incidents.insert_many(commit.incidents, ordered=True)
             except BulkWriteError as exc:
                 raise RegistrationConflict(f"an incident was opened concurrently: {exc.details}") from exc
-        if commit.requests:
-            failed = await self._insert_ignoring_duplicates(self.requests, commit.requests)
-            if failed:
-                ids = [commit.requests[i]["source_message_id"] for i in sorted(failed)]
-                raise RegistrationConflict(f"source messages registered concurrently: {ids}")
-        if commit.request_updates:
-            await self.requests.bulk_write(commit.request_updates, ordered=False)
-        if commit.audits:
-            await self._insert_ignoring_duplicates(self.audit, commit.audits)
-        if commit.conversations:
-            await self.conversations.bulk_write(commit.conversations, ordered=False)
-        if commit.contacts:
-            await self.contacts.bulk_write(commit.contacts, ordered=False)
-        if commit.tasks:
-            await self._insert_ignoring_duplicates(self.tasks, commit.tasks)
-        if commit.message_updates:
-            await self.messages.bulk_write(commit.message_updates, ordered=False)
-        if commit.messages:
-            await self._insert_ignoring_duplicates(self.messages, commit.messages)
 
     async def _insert_ignoring_duplicates(self, collection: Any, docs: list[dict[str, Any]]) -> set[int]:
         """Insert, treating an existing _id or unique key as already written; returns those positions."""
@@ -342,47 +360,77 @@ class Journal:
     async def delivered_ids(self, outbound_ids: Sequence[str]) -> set[str]:
         if not outbound_ids:
             return set()
-        cursor = self.messages.find({"_id": {"$in": list(outbound_ids)}, "delivery.status": "sent"}, {"_id": 1})
+        cursor = self.deliveries.find({"_id": {"$in": list(outbound_ids)}, "status": "sent"}, {"_id": 1})
         return {doc["_id"] async for doc in cursor}
 
-    async def mark_delivery(
-        self, outbound_ids: Sequence[str], status: str, error: str | None = None, attempts: int | None = None
+    async def record_deliveries(
+        self, outbounds: Sequence[Any], status: str, at: datetime, error: str | None = None
     ) -> None:
+        """Append what happened to replies: one insert per batch, no update on the hot path.
+
+        A delivered reply that carries a request number is what informs the resident; the request's
+        inform clock reads it from here (``inform_times``) until the clock watcher writes it into the request.
+        """
+        docs = [
+            {
+                "_id": o.id,
+                "status": status,
+                "at": at,
+                "error": error,
+                "channel": o.channel,
+                "request_number": o.request_number,
+            }
+            for o in outbounds
+        ]
+        await self._insert_ignoring_duplicates(self.deliveries, docs)
+
+    async def delivery_states(self, outbound_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not outbound_ids:
-            return
-        now = datetime.now(UTC)
-        fields: dict[str, Any] = {"delivery.status": status, "delivery.updated_at": now, "delivery.error": error}
-        if status == "sent":
-            fields["delivery.sent_at"] = now
-        if attempts is not None:
-            fields["delivery.attempts"] = attempts
-        await self.messages.update_many({"_id": {"$in": list(outbound_ids)}}, {"$set": fields})
+            return {}
+        return {doc["_id"]: doc async for doc in self.deliveries.find({"_id": {"$in": list(outbound_ids)}})}
 
-    async def mark_informed(self, numbers_at: dict[str, datetime]) -> None:
-        """The resident got the number, the deadline and the measures: the inform clock is met."""
-        if not numbers_at:
-            return
-        cursor = self.requests.find({"_id": {"$in": list(numbers_at)}, "clocks.inform.done_at": None}, {"clocks": 1})
-        ops = []
-        async for doc in cursor:
-            at = numbers_at[doc["_id"]]
-            clocks = doc.get("clocks") or {}
-            clock = dict(clocks.get("inform") or {})
-            clock.update(done_at=at, met=at <= clock["due_at"] if clock.get("due_at") else True)
-            clocks = {**clocks, "inform": clock}
-            ops.append(
-                UpdateOne(
-                    {"_id": doc["_id"], "clocks.inform.done_at": None},
-                    {"$set": {"clocks.inform": clock, "next_due_at": next_due(clocks)}},
-                )
-            )
-        if ops:
-            await self.requests.bulk_write(ops, ordered=False)
+    async def inform_times(self, numbers: Iterable[str]) -> dict[str, datetime]:
+        """When each request's resident first got a reply about it."""
+        wanted = sorted({n for n in numbers if n})
+        if not wanted:
+            return {}
+        found: dict[str, datetime] = {}
+        async for doc in self.deliveries.find(
+            {"request_number": {"$in": wanted}, "status": "sent"}, {"request_number": 1, "at": 1}
+        ):
+            number = doc["request_number"]
+            if number not in found or doc["at"] < found[number]:
+                found[number] = doc["at"]
+        return found
 
-    async def refresh_next_due(self, numbers: Sequence[str]) -> None:
-        """Recompute the earliest open clock of each request (the watcher's index)."""
-        async for doc in self.requests.find({"_id": {"$in": list(numbers)}}, {"clocks": 1}):
-            await self.requests.update_one({"_id": doc["_id"]}, {"$set": {"next_due_at": next_due(doc.get("clocks"))}})
+    async def with_inform(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Requests with their inform clock completed from the delivery records (for reading, not writing)."""
+        open_numbers = [
+            r["_id"]
+            for r in requests
+            if ((r.get("clocks") or {}).get("inform") or {}).get("done_at") is None
+            and (r.get("clocks") or {}).get("inform")
+        ]
+        times = await self.inform_times(open_numbers)
+        for request in requests:
+            at = times.get(request["_id"])
+            if at is not None:
+                clock = request["clocks"]["inform"]
+                clock.update(done_at=at, met=at <= clock["due_at"], by="hub")
+        return requests
+
+    async def apply_inform(self, number: str, at: datetime) -> None:
+        """Write a recorded informing into the request itself (done by the clock watcher)."""
+        doc = await self.requests.find_one({"_id": number}, {"clocks": 1})
+        clocks = (doc or {}).get("clocks") or {}
+        clock = clocks.get("inform")
+        if not clock or clock.get("done_at") is not None:
+            return
+        clock = {**clock, "done_at": at, "met": at <= clock["due_at"], "by": "hub"}
+        await self.requests.update_one(
+            {"_id": number, "clocks.inform.done_at": None},
+            {"$set": {"clocks.inform": clock, "next_due_at": next_due({**clocks, "inform": clock})}},
+        )
 
     # -- files (photos, voice messages, attachments) --------------------------
 
@@ -423,6 +471,9 @@ class Journal:
     # -- web chat history -----------------------------------------------------
 
     async def history(self, conversation_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The last messages of a conversation, oldest first; a point lookup settles a new conversation."""
+        if await self.conversations.find_one({"_id": conversation_id}, {"_id": 1}) is None:
+            return []
         cursor = (
             self.messages.find({"conversation_id": conversation_id}, {"raw": 0}).sort("at", DESCENDING).limit(limit)
         )
@@ -461,7 +512,7 @@ class Journal:
         if since or until:
             query["registered_at"] = {k: v for k, v in (("$gte", since), ("$lt", until)) if v}
         cursor = self.requests.find(query).sort("registered_at", ASCENDING)
-        return [doc async for doc in cursor]
+        return await self.with_inform([doc async for doc in cursor])
 
 
 def next_due(clocks: dict[str, Any] | None, warn_before: timedelta = timedelta(0)) -> datetime | None:

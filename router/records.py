@@ -38,7 +38,12 @@ def address_doc(address: Address | None) -> dict[str, Any] | None:
 def clocks_doc(
     category: str, registered_at: datetime, received_at: datetime, policy: DeadlinePolicy, electronic: bool = True
 ) -> dict[str, dict[str, Any]]:
-    clocks = regulatory_clocks(category, registered_at, policy, received_at=received_at, electronic=electronic)
+    return _clock_entries(
+        regulatory_clocks(category, registered_at, policy, received_at=received_at, electronic=electronic)
+    )
+
+
+def _clock_entries(clocks: list[Any]) -> dict[str, dict[str, Any]]:
     return {
         c.name: {
             "label": c.label,
@@ -68,7 +73,7 @@ def request_doc(
     c = draft.classification
     category = info(c.category)
     clocks = regulatory_clocks(c.category, registered_at, policy, received_at=draft.received_at, electronic=True)
-    clocks_map = clocks_doc(c.category.value, registered_at, draft.received_at, policy)
+    clocks_map = _clock_entries(clocks)
     due = [clock.due_at for clock in clocks]
     return {
         "_id": number,
@@ -106,7 +111,6 @@ def request_doc(
         "result": None,
         "closed_at": None,
         "survey": {"rating": None, "comment": None, "rated_at": None, "asked_at": None},
-        "incident_id": None,
         "municipal_notice": {
             "required": category.notify_municipality,
             "status": "pending" if category.notify_municipality else None,

@@ -51,6 +51,8 @@ from router.records import (
 log = logging.getLogger("adshub.router")
 
 MAX_BATCH = 64
+LANES = 1
+"""Batches in flight at once; one conversation always stays in one lane."""
 
 
 @dataclass
@@ -112,7 +114,9 @@ class Router:
         self._directory_read = -1e9
 
     async def start(self) -> None:
-        await self.bus.consume(self.bus.topology.inbound_queue, self.handle, max_batch=MAX_BATCH, max_wait=0.002)
+        await self.bus.consume(
+            self.bus.topology.inbound_queue, self.handle, max_batch=MAX_BATCH, max_wait=0.002, lanes=LANES
+        )
 
     # -- consuming ------------------------------------------------------------
 
@@ -205,7 +209,11 @@ class Router:
     async def _round(self, inbounds: list[Inbound], redelivered: set[str], outcome: Outcome) -> None:
         ids = [m.id for m in inbounds]
         edit_targets = [m.edit_of for m in inbounds if m.edit_of]
-        seen = await self.journal.processed(ids + edit_targets)
+        seen, contacts, known_conversations = await asyncio.gather(
+            self.journal.processed(ids + edit_targets),
+            self._contacts(inbounds),
+            self.journal.conversations_by_id({m.conversation_key for m in inbounds}),
+        )
         done = [i for i in ids if i in seen]
         if done:
             replays = await self.journal.replies_to(done)
@@ -218,8 +226,7 @@ class Router:
         if not fresh:
             return
         fresh = [self._unregistered_edit(m, seen) for m in fresh]
-        contacts = await self._contacts(fresh)
-        conversations = await self._conversations(fresh, contacts)
+        conversations = self._conversations(fresh, contacts, known_conversations)
         work = [_Work(m, contacts[m.id], conversations[m.conversation_key]) for m in fresh]
         for w in work:
             if w.inbound.payload.get("replaces"):
@@ -257,8 +264,10 @@ class Router:
                 number = request_number_in(text)
                 if number:
                     wanted.add(number)
-        related = await self.journal.requests_by_number(wanted)
-        existing = await self.journal.requests_by_source([m.id for m in fresh if m.id in redelivered])
+        related, existing = await asyncio.gather(
+            self.journal.requests_by_number(wanted),
+            self.journal.requests_by_source([m.id for m in fresh if m.id in redelivered]),
+        )
 
         now = self.clock()
         for w in work:
@@ -300,13 +309,6 @@ class Router:
                 del found[key]
         for w, key, kind in candidates:
             assert w.request is not None and w.number is not None
-            reporter = {
-                "number": w.number,
-                "contact_id": w.contact["_id"],
-                "conversation_id": w.conversation["_id"],
-                "flat": (w.request.get("address") or {}).get("flat"),
-                "at": now,
-            }
             incident = found.get(key)
             if incident is None:
                 incident = {
@@ -320,20 +322,17 @@ class Router:
                     "category": w.request["category"],
                     "opened_at": now,
                     "last_report_at": now,
-                    "reporters": [reporter],
+                    "reports": 1,
                 }
                 found[key] = incident
                 commit.incidents.append(incident)
             else:
                 w.incident = incident
                 if incident in commit.incidents:
-                    incident["reporters"].append(reporter)
+                    incident["reports"] += 1
                 else:
                     commit.incident_updates.append(
-                        UpdateOne(
-                            {"_id": incident["_id"]},
-                            {"$push": {"reporters": reporter}, "$set": {"last_report_at": now}},
-                        )
+                        UpdateOne({"_id": incident["_id"]}, {"$inc": {"reports": 1}, "$set": {"last_report_at": now}})
                     )
             w.request["incident_id"] = incident["_id"]
 
@@ -432,15 +431,6 @@ class Router:
                 )
             )
             outcome.registered.append(w.number or "")
-            outcome.events.append(
-                Event(
-                    type="request.registered",
-                    conversation_id=conv["_id"],
-                    request_number=w.number,
-                    message_id=inbound.id,
-                    data={"category": w.request["category"], "emergency": w.request["emergency"]},
-                )
-            )
             extra_ids = [i for i in w.request.get("message_ids", []) if i != inbound.id]
             if extra_ids:
                 commit.message_updates.append(
@@ -538,9 +528,14 @@ class Router:
             )
 
         if step.remember_address is not None and step.remember_address.has_house:
-            commit.contacts.append(
-                UpdateOne({"_id": contact["_id"]}, {"$set": {"address": address_doc(step.remember_address)}})
-            )
+            if contact.get("_new"):
+                contact["address"] = address_doc(step.remember_address)
+            else:
+                commit.contacts.append(
+                    UpdateOne({"_id": contact["_id"]}, {"$set": {"address": address_doc(step.remember_address)}})
+                )
+        if contact.pop("_new", False):
+            commit.new_contacts.append(contact)
 
         classification = step.classification.as_dict() if step.classification else None
         if step.action != "edit":
@@ -566,6 +561,8 @@ class Router:
                         "preview": inbound.text[:200],
                         "kind": inbound.kind,
                         "emergency": bool(w.request and w.request.get("emergency")),
+                        "registered": w.number if w.request is not None else None,
+                        "replies": len(step.replies),
                     },
                 )
             )
@@ -575,16 +572,7 @@ class Router:
             outbound = self._render(w, reply, index, number, now)
             commit.messages.append(outbound_doc(outbound, contact_id=contact["_id"]))
             outcome.outbounds.append(outbound)
-            outcome.events.append(
-                Event(
-                    type="message.out",
-                    conversation_id=conv["_id"],
-                    request_number=number,
-                    message_id=outbound.id,
-                    data={"channel": outbound.channel, "preview": outbound.text[:200]},
-                )
-            )
-        commit.conversations.append(self._conversation_update(w, number, now))
+        self._conversation_update(w, number, now, commit)
 
     def _render(self, w: _Work, reply: Any, index: int, number: str | None, now: datetime) -> Outbound:
         inbound = w.inbound
@@ -723,7 +711,8 @@ class Router:
             "created_at": now,
         }
 
-    def _conversation_update(self, w: _Work, number: str | None, now: datetime) -> UpdateOne:
+    def _conversation_update(self, w: _Work, number: str | None, now: datetime, commit: Commit) -> None:
+        """Record the conversation's new state: inserted whole when new, one update otherwise."""
         inbound, conv, step = w.inbound, w.conversation, w.step
         assert step is not None
         state = step.state
@@ -745,7 +734,12 @@ class Router:
             fields["emergency"] = bool(w.request.get("emergency"))
             fields["category"] = w.request.get("category")
         inc = {"unread": 1, "messages": 1 + len(step.replies)}
-        return UpdateOne({"_id": conv["_id"]}, {"$set": fields, "$inc": inc})
+        update = UpdateOne({"_id": conv["_id"]}, {"$set": fields, "$inc": inc})
+        if conv.pop("_new", False):
+            doc = {**conv, **fields, "unread": inc["unread"], "messages": inc["messages"]}
+            commit.new_conversations.append((doc, update))
+            return
+        commit.conversations.append(update)
 
     # -- contacts and conversations -------------------------------------------
 
@@ -792,18 +786,16 @@ class Router:
                         "phones": sorted({*keep.get("phones", []), *claim["phones"]}),
                     }
                 result[inbound.id] = keep
-            unique_new = list({id(d): d for d in new_docs.values()}.values())
-            collided = await self.journal.create_contacts(unique_new)
-            if not collided:
-                return result
-        raise RuntimeError("could not resolve contacts after concurrent inserts")
+            for doc in new_docs.values():
+                doc["_new"] = True
+            return result
+        raise RuntimeError("could not resolve contacts")
 
-    async def _conversations(
-        self, inbounds: Sequence[Inbound], contacts: dict[str, dict[str, Any]]
+    @staticmethod
+    def _conversations(
+        inbounds: Sequence[Inbound], contacts: dict[str, dict[str, Any]], found: dict[str, dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
-        keys = {m.conversation_key for m in inbounds}
-        found = await self.journal.conversations_by_id(keys)
-        missing = []
+        """Each message's conversation: the stored one, or a new one to be inserted with the batch."""
         for m in inbounds:
             if m.conversation_key in found:
                 continue
@@ -823,10 +815,8 @@ class Router:
                 "last_message_at": m.received_at,
                 "title": m.sender.name,
             }
+            doc["_new"] = True
             found[m.conversation_key] = doc
-            missing.append(doc)
-        if missing:
-            await self.journal.create_conversations(missing)
         return found
 
 

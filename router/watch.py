@@ -77,10 +77,19 @@ class ClockWatcher:
         cursor = self.journal.requests.find(
             {"next_due_at": {"$ne": None, "$lte": horizon}}, {"clocks": 1, "conversation_id": 1}
         ).limit(500)
-        async for doc in cursor:
+        docs = [doc async for doc in cursor]
+        informed = await self.journal.inform_times(
+            [d["_id"] for d in docs if ((d.get("clocks") or {}).get("inform") or {}).get("done_at") is None]
+        )
+        for doc in docs:
             clocks = doc.get("clocks") or {}
+            if doc["_id"] in informed and "inform" in clocks:
+                at = informed[doc["_id"]]
+                clocks["inform"].update(done_at=at, met=at <= clocks["inform"]["due_at"], by="hub")
             alerts = clock_alerts(clocks, now, self.warn_before)
             updates: dict[str, Any] = {}
+            if doc["_id"] in informed and "inform" in clocks:
+                updates["clocks.inform"] = clocks["inform"]
             for alert in alerts:
                 field = "breached_at" if alert.kind == "breach" else "warned_at"
                 clocks[alert.clock][field] = now

@@ -183,7 +183,8 @@ async def test_inbox_lists_conversations_by_urgency_and_the_reply_reaches_the_re
     assert frame["from"] == "dispatcher" and frame["text"] == "Бригада выехала, будет через 15 минут"
     j = inbox_hub.journal
     assert j is not None
-    sent = await wait_for(lambda: j.messages.find_one({"author": "anna", "delivery.status": "sent"}))
+    answer = await j.messages.find_one({"author": "anna"})
+    sent = await wait_for(lambda: j.deliveries.find_one({"_id": answer["_id"], "status": "sent"}))
     assert sent["channel"] == "webchat"
     request = await j.request(number)
     assert request["clocks"]["review"]["met"] is True and request["clocks"]["review"]["by"] == "anna"
@@ -198,13 +199,15 @@ async def test_category_change_is_audited_recomputes_deadlines_and_keeps_a_label
     await chat.http.close()
     j = inbox_hub.journal
     assert j is not None
-    before = await wait_for(lambda: j.requests.find_one({"_id": number, "clocks.inform.done_at": {"$ne": None}}))
+    await wait_for(lambda: j.inform_times([number]))
+    before = (await j.with_inform([await j.request(number)]))[0]
     assert before["category"] == "elevator_fault" and "eliminate" in before["clocks"]
     status, _ = await anna.post(f"/inbox/r/{number}/category", {"category": "elevator_trapped", "emergency": "yes"})
     assert status == 200
     after = await j.request(number)
     assert after["category"] == "elevator_trapped" and after["emergency"] is True
     assert "handoff" in after["clocks"] and "eliminate" not in after["clocks"]
+    after = (await j.with_inform([after]))[0]
     assert after["clocks"]["inform"]["done_at"] == before["clocks"]["inform"]["done_at"]
     audit = await j.audit.find_one({"request": number, "action": "category"})
     assert audit["actor"] == "dispatcher:anna" and audit["changes"]["category"] == [

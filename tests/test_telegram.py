@@ -165,7 +165,8 @@ async def test_replies_retry_after_429_and_record_a_blocked_user(
     standin.add_update(message_update(21, 888002, 1, "Прорвало трубу, хлещет вода! Ленина 14 кв 5"))
     j = await journal_of(tg_settings)
     try:
-        failed = await wait_for(lambda: j.messages.find_one({"direction": "out", "delivery.status": "failed"}))
+        record = await wait_for(lambda: j.deliveries.find_one({"status": "failed"}))
+        failed = {**await j.messages.find_one({"_id": record["_id"]}), "delivery": record}
     finally:
         await j.close()
     assert failed["address"] == "888002" and "blocked" in failed["delivery"]["error"]

@@ -173,9 +173,10 @@ async def test_ten_flats_without_hot_water_form_one_incident_and_closing_it_info
     incidents = [i async for i in journal.incidents.find({})]
     assert len(incidents) == 1
     incident = incidents[0]
-    assert len(incident["reporters"]) == 10 and incident["kind"] == "utility_outage:hot_water"
+    assert incident["reports"] == 10 and incident["kind"] == "utility_outage:hot_water"
     master = incident["master"]
-    assert sorted(r["flat"] for r in incident["reporters"]) == sorted(str(f) for f in range(1, 11))
+    reporters = await journal.incident_reporters(master)
+    assert sorted(r["address"]["flat"] for r in reporters) == sorted(str(f) for f in range(1, 11))
     assert await journal.requests.count_documents({"incident_id": master}) == 10
     assert all(f"№ {master}" in r.text for r in replies[1:])
 

@@ -133,6 +133,12 @@ class Inbox:
                 .limit(50)
             ]
         tasks = [t async for t in self.journal.tasks.find({"conversation_id": {"$in": siblings}}).sort("due_at", 1)]
+        await self.journal.with_inform(requests)
+        states = await self.journal.delivery_states([m["_id"] for m in messages if m.get("direction") == "out"])
+        for message in messages:
+            state = states.get(message["_id"])
+            if state is not None:
+                message["delivery"] = {"status": state["status"], "error": state.get("error"), "sent_at": state["at"]}
         active = next((r for r in requests if r["_id"] == conv.get("active_request")), None)
         return {
             "conversation": conv,
@@ -149,6 +155,7 @@ class Inbox:
         if doc is None:
             raise NotFound(number)
         audit = [a async for a in self.journal.audit.find({"request": number}).sort("at", 1)]
+        await self.journal.with_inform([doc])
         return doc, audit
 
     async def staff(self) -> list[dict[str, Any]]:
@@ -500,8 +507,8 @@ class Inbox:
         closing = status in ("done", "cancelled")
         if closing:
             await self.journal.incidents.update_one({"_id": master}, {"$set": {"status": "closed", "closed_at": now}})
-        for reporter in incident.get("reporters", []):
-            number = reporter["number"]
+        for reporter in await self.journal.incident_reporters(master):
+            number = reporter["_id"]
             if number == master:
                 continue
             request = await self.journal.request(number)

@@ -268,6 +268,8 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     incident = None
     if doc.get("incident_id"):
         incident = await inbox.journal.incidents.find_one({"_id": doc["incident_id"]})
+        if incident is not None:
+            incident["reporters"] = await inbox.journal.incident_reporters(doc["incident_id"])
     return page(
         request,
         "inbox/request.html",
@@ -426,6 +428,7 @@ async def journal_page(request: web.Request) -> web.StreamResponse:
         .skip((page_no - 1) * PAGE_SIZE)
         .limit(PAGE_SIZE)
     ]
+    await journal.with_inform(docs)
     return page(
         request,
         "inbox/journal.html",
@@ -447,7 +450,8 @@ async def journal_export(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     query = journal_query(_filters(request), settings.zone)
     journal = request.app[SERVICES].journal
-    rows = [export_row(d, settings.zone) async for d in journal.requests.find(query).sort("registered_at", 1)]
+    docs = await journal.with_inform([d async for d in journal.requests.find(query).sort("registered_at", 1)])
+    rows = [export_row(d, settings.zone) for d in docs]
     stamp = now().astimezone(settings.zone).strftime("%Y%m%d-%H%M")
     if request.query.get("format") == "csv":
         return web.Response(
@@ -470,7 +474,9 @@ async def reports(request: web.Request) -> web.StreamResponse:
     filters = {k: v for k, v in _filters(request).items() if k in ("from", "to")}
     query = journal_query(filters, settings.zone)
     journal = request.app[SERVICES].journal
-    docs = [d async for d in journal.requests.find(query, {"text": 0, "text_history": 0, "attachments": 0})]
+    docs = await journal.with_inform(
+        [d async for d in journal.requests.find(query, {"text": 0, "text_history": 0, "attachments": 0})]
+    )
     task_query = {"missed_at": query["registered_at"]} if "registered_at" in query else {}
     tasks = [t async for t in journal.tasks.find(task_query)]
     return page(request, "inbox/reports.html", {"report": build_report(docs, tasks, settings.zone), "filters": filters})
