@@ -19,6 +19,7 @@ import re
 from collections import OrderedDict, defaultdict
 from typing import Any, ClassVar
 
+import pymongo
 from aiohttp import WSMsgType, web
 
 from adshub.contract import Inbound, Outbound, Sender, utcnow
@@ -34,6 +35,8 @@ SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_FRAME_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 4000
+HISTORY_TIMEOUT = 2.0
+"""History is a convenience: with the database away the chat still takes messages (they wait on the bus)."""
 MAX_SOCKET_MESSAGE = 8 * 1024 * 1024
 """Bigger frames close the socket (1009); up to this size a clear error frame answers."""
 
@@ -261,9 +264,11 @@ class WebChat:
 
     async def _send_history(self, ws: web.WebSocketResponse, session: str) -> None:
         try:
-            docs = await self.journal.history(f"{self.name}:{session}")
+            with pymongo.timeout(HISTORY_TIMEOUT):
+                docs = await self.journal.history(f"{self.name}:{session}")
         except Exception as exc:
             log.warning("web chat history unavailable: %s", exc)
+            await ws.send_json({"type": "history", "messages": [], "unavailable": True})
             return
         messages = []
         outbounds: list[Outbound] = []

@@ -431,6 +431,13 @@ class Router:
                 )
             )
             outcome.registered.append(w.number or "")
+            log.info(
+                "registered request %s: %s%s",
+                w.number,
+                w.request["category"],
+                " (emergency)" if w.request["emergency"] else "",
+                extra={"message_id": inbound.id, "request_number": w.number, "channel": inbound.channel},
+            )
             extra_ids = [i for i in w.request.get("message_ids", []) if i != inbound.id]
             if extra_ids:
                 commit.message_updates.append(

@@ -1,0 +1,374 @@
+"""Faults on the worst night: a router killed with -9, RabbitMQ restarted, the database gone for 20 seconds,
+a poison message, and SIGTERM in the middle of work. Nothing lost, nothing doubled. Run alone: ``make fault``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adshub.bus import RabbitBus, Topology
+from adshub.contract import Inbound, Sender
+from adshub.embedded import EmbeddedDatabase, free_port, port_open
+from adshub.metrics import METRICS
+from adshub.runtime import Hub
+from adshub.settings import Settings
+from journal.repository import Journal
+from journal.users import Users
+from tests.conftest import REPO, cleanup_topology, make_settings
+from tests.test_inbox import Dispatcher
+from tests.test_telegram import wait_for
+
+pytestmark = pytest.mark.fault
+NUMBER = re.compile(r"\d{4}-\d{6}")
+
+
+def hub_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ADSHUB_MONGO_URL": settings.mongo_url,
+        "ADSHUB_AMQP_URL": settings.amqp_url,
+        "ADSHUB_BUS_PREFIX": settings.bus_prefix,
+        "ADSHUB_HTTP_PORT": str(settings.http_port),
+        "ADSHUB_EMBEDDED_DB": "false",
+        "ADSHUB_LOG_FORMAT": "text",
+        "ADSHUB_DATA_DIR": str(settings.data_dir),
+        "ADSHUB_CHAT_RATE_PER_MINUTE": "100000",
+        "ADSHUB_CHAT_IP_RATE_PER_MINUTE": "100000",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def spawn(parts: list[str], settings: Settings, log: Path, wait_port: bool = False) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adshub", "run", *parts],
+            env=hub_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"adshub run {parts} exited: {log.read_text()[-2000:]}")
+        ready = port_open("127.0.0.1", settings.http_port) if wait_port else "adshub started" in log.read_text()
+        if ready:
+            return process
+        if time.monotonic() > deadline:
+            pytest.fail(f"adshub run {parts} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+class Resident:
+    """One web chat session that sends one message and collects every frame it gets back."""
+
+    def __init__(self, http: aiohttp.ClientSession, port: int, text: str) -> None:
+        self.http = http
+        self.port = port
+        self.text = text
+        self.session = f"fault{uuid.uuid4().hex[:16]}"
+        self.frames: list[dict[str, Any]] = []
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def open(self) -> None:
+        self.ws = await self.http.ws_connect(f"http://127.0.0.1:{self.port}/chat/ws?session={self.session}")
+        self.frames.append(await self.ws.receive_json(timeout=30))
+
+    async def send_until_acked(self, give_up: float = 90.0) -> None:
+        """Send like the widget does: again after a clear «unavailable» error, until the hub acks."""
+        deadline = time.monotonic() + give_up
+        while time.monotonic() < deadline:
+            if self.ws is None or self.ws.closed:
+                try:
+                    await self.open()
+                except (aiohttp.ClientError, TimeoutError):
+                    await asyncio.sleep(1)
+                    continue
+            assert self.ws is not None
+            await self.ws.send_json({"type": "message", "id": "m1", "text": self.text})
+            while True:
+                frame = await self.ws.receive_json(timeout=give_up)
+                self.frames.append(frame)
+                if frame.get("type") == "ack":
+                    return
+                if frame.get("type") == "error":
+                    await asyncio.sleep(1)
+                    break
+        raise AssertionError(f"{self.session} was never acked")
+
+    async def listen(self) -> None:
+        assert self.ws is not None
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.frames.append(json.loads(msg.data))
+        except (aiohttp.ClientError, asyncio.CancelledError):
+            pass
+
+    @property
+    def numbered(self) -> list[str]:
+        return [f["request"]["number"] for f in self.frames if f.get("type") == "message" and f.get("request")]
+
+
+async def journal_counts(settings: Settings) -> tuple[int, int, int]:
+    j = Journal.connect(settings.mongo_url, settings.database_name)
+    try:
+        requests = await j.requests.count_documents({})
+        sources = len(await j.requests.distinct("source_message_id"))
+        replies = await j.messages.count_documents({"direction": "out"})
+        return requests, sources, replies
+    finally:
+        await j.close()
+
+
+@pytest.fixture
+def fault_settings(database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        database, rabbitmq, unique, tmp_path, chat_rate_per_minute=100000, chat_ip_rate_per_minute=100000
+    )
+
+
+async def test_router_killed_with_minus_9_loses_and_doubles_nothing(fault_settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "hub.log"
+    web = spawn(["webchat"], fault_settings, log, wait_port=True)
+    router = spawn(["router"], fault_settings, log)
+    residents: list[Resident] = []
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            residents = [
+                Resident(http, fault_settings.http_port, f"Прорвало трубу, хлещет вода! Ленина {n % 40 + 1} кв {n}")
+                for n in range(300)
+            ]
+            await asyncio.gather(*(r.open() for r in residents))
+            listeners = [asyncio.create_task(r.listen()) for r in residents]
+            for r in residents:
+                assert r.ws is not None
+                await r.ws.send_json({"type": "message", "id": "m1", "text": r.text})
+            await wait_for(lambda: sum(1 for r in residents if r.numbered) >= 40, timeout=60)
+            router.send_signal(signal.SIGKILL)
+            router.wait(10)
+            answered_before = sum(1 for r in residents if r.numbered)
+            assert answered_before < 300, "the router finished before it could be killed"
+            router = spawn(["router"], fault_settings, log)
+            await wait_for(lambda: all(r.numbered for r in residents), timeout=180)
+            await asyncio.sleep(3)
+            for task in listeners:
+                task.cancel()
+        replies = Counter(len(r.numbered) for r in residents)
+        assert replies == {1: 300}, replies
+        assert len({r.numbered[0] for r in residents}) == 300
+        requests, sources, out = await journal_counts(fault_settings)
+        assert requests == sources == out == 300
+    finally:
+        for process in (router, web):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+        await cleanup_topology(fault_settings)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+async def test_rabbitmq_restart_is_survived(fault_settings: Settings) -> None:
+    hub = Hub(fault_settings, ["router", "webchat"])
+    await hub.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            before = [Resident(http, hub.port or 0, f"Пахнет газом в подъезде, Мира {n}") for n in range(10)]
+            for r in before:
+                await r.open()
+                await r.send_until_acked()
+            listeners = [asyncio.create_task(r.listen()) for r in before]
+            await wait_for(lambda: all(r.numbered for r in before), timeout=30)
+
+            restart = asyncio.create_task(asyncio.to_thread(_restart_rabbitmq))
+            await asyncio.sleep(1)
+            during = [Resident(http, hub.port or 0, f"Застряли в лифте, Садовая {n}, подъезд 1") for n in range(10)]
+            await asyncio.gather(*(r.send_until_acked(give_up=150) for r in during))
+            await restart
+            listeners += [asyncio.create_task(r.listen()) for r in during]
+            await wait_for(lambda: all(r.numbered for r in during), timeout=120)
+            await asyncio.sleep(2)
+            for task in listeners:
+                task.cancel()
+        assert all(len(r.numbered) == 1 for r in before + during)
+        requests, sources, _ = await journal_counts(fault_settings)
+        assert requests == sources == 20
+    finally:
+        await hub.stop()
+        await cleanup_topology(fault_settings)
+
+
+def _restart_rabbitmq() -> None:
+    rabbitmqctl("stop_app")
+    time.sleep(5)
+    rabbitmqctl("start_app")
+    rabbitmqctl("await_startup")
+
+
+@pytest.fixture
+def own_database() -> Iterator[EmbeddedDatabase]:
+    storage = Path(tempfile.mkdtemp(prefix="adshub-outage-"))
+    db = EmbeddedDatabase("127.0.0.1", free_port(), storage / "db", cache_size="128M")
+    db.start()
+    yield db
+    db.stop()
+
+
+async def test_database_gone_for_20_seconds_messages_wait_and_are_registered(
+    own_database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path
+) -> None:
+    settings = make_settings(own_database, rabbitmq, unique, tmp_path)
+    hub = Hub(settings, ["router", "webchat"])
+    await hub.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            first = Resident(http, hub.port or 0, "Нет света во всём доме, Лесная 10")
+            await first.open()
+            await first.send_until_acked()
+            listeners = [asyncio.create_task(first.listen())]
+            await wait_for(lambda: first.numbered, timeout=20)
+
+            own_database.stop()
+            retries_before = METRICS.transient_retries._value.get()
+            dead_before = await _dead_queue_depth(settings)
+            outage_started = time.monotonic()
+            waiting = [Resident(http, hub.port or 0, f"Из щитка искры, Лесная {n}, кв 5") for n in range(20)]
+            await asyncio.gather(*(r.send_until_acked() for r in waiting))
+            assert time.monotonic() - outage_started < 15, "taking messages must not wait for the database"
+            listeners += [asyncio.create_task(r.listen()) for r in waiting]
+            await asyncio.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))
+            assert not any(r.numbered for r in waiting)
+            retries = METRICS.transient_retries._value.get() - retries_before
+            assert 0 < retries <= 20 * 12, f"{retries} retries in 20 s is a hot loop"
+            assert await _dead_queue_depth(settings) == dead_before
+
+            own_database.start()
+            await wait_for(lambda: all(r.numbered for r in waiting), timeout=90)
+            await asyncio.sleep(1)
+            for task in listeners:
+                task.cancel()
+        assert all(len(r.numbered) == 1 for r in waiting)
+        requests, sources, _ = await journal_counts(settings)
+        assert requests == sources == 21
+        j = Journal.connect(settings.mongo_url, settings.database_name)
+        try:
+            assert await j.dead_letters.count_documents({}) == 0
+        finally:
+            await j.close()
+    finally:
+        await hub.stop()
+        await cleanup_topology(settings)
+
+
+async def _dead_queue_depth(settings: Settings) -> int:
+    bus = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix))
+    await bus.connect()
+    try:
+        return (await bus.queue_depths([bus.topology.dead_queue]))[bus.topology.dead_queue]
+    finally:
+        await bus.close()
+
+
+async def test_poison_message_reaches_the_dead_letter_queue_and_the_dispatchers(fault_settings: Settings) -> None:
+    hub = Hub(fault_settings, ["router", "webchat", "inbox"])
+    await hub.start()
+    try:
+        assert hub.journal is not None
+        await Users(hub.journal).add("anna", "dispatcher-pass", "dispatcher")
+        bus = RabbitBus(fault_settings.amqp_url, Topology(fault_settings.bus_prefix))
+        await bus.connect()
+        try:
+            poison = {
+                "id": "webchat:s:1",
+                "channel": "webchat",
+                "address": "s",
+                "sender": {"id": "s"},
+                "received_at": "not a date",
+                "text": ["not", "text"],
+            }
+            await bus._publish("inbound", "inbound", json.dumps(poison).encode(), "poison-42")
+        finally:
+            await bus.close()
+        dead = await wait_for(lambda: hub.journal.dead_letters.find_one({"message_id": "poison-42"}))  # type: ignore[union-attr]
+        assert "received_at" in dead["reason"] and "text" in dead["reason"]
+        client = Dispatcher(f"http://127.0.0.1:{hub.port}")
+        try:
+            await client.login("anna", "dispatcher-pass")
+            _, page = await client.get("/inbox/dead-letters")
+            assert "poison-42" in page and "received_at" in page
+        finally:
+            await client.close()
+    finally:
+        await hub.stop()
+        await cleanup_topology(fault_settings)
+
+
+async def test_sigterm_drains_in_flight_work(fault_settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "router.log"
+    router = spawn(["router"], fault_settings, log)
+    bus = RabbitBus(fault_settings.amqp_url, Topology(fault_settings.bus_prefix))
+    await bus.connect()
+    try:
+        await asyncio.gather(
+            *(
+                bus.publish_inbound(
+                    Inbound(
+                        id=f"webchat:term{n}:1",
+                        channel="webchat",
+                        address=f"term{n}",
+                        sender=Sender(id=f"term{n}"),
+                        text=f"Течёт батарея, Гоголя {n % 30 + 1} кв {n}",
+                        received_at=datetime.now(UTC),
+                    )
+                )
+                for n in range(200)
+            )
+        )
+        await wait_for(lambda: "registered" in log.read_text() or _count_sync(fault_settings) > 0, timeout=60)
+        router.send_signal(signal.SIGTERM)
+        assert router.wait(60) == 0
+        output = log.read_text()
+        assert "stopping: draining in-flight work" in output and "stopped" in output
+        assert "Traceback" not in output
+        partial = await journal_counts(fault_settings)
+        assert partial[0] == partial[1] == partial[2]
+        router = spawn(["router"], fault_settings, tmp_path / "router2.log")
+        await wait_for(lambda: _count_sync(fault_settings) == 200, timeout=120)
+        await asyncio.sleep(2)
+        requests, sources, replies = await journal_counts(fault_settings)
+        assert requests == sources == replies == 200
+    finally:
+        await bus.close()
+        if router.poll() is None:
+            router.send_signal(signal.SIGTERM)
+            router.wait(60)
+        await cleanup_topology(fault_settings)
+
+
+def _count_sync(settings: Settings) -> int:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
+    try:
+        return client[settings.database_name].requests.count_documents({})
+    finally:
+        client.close()
