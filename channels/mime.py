@@ -73,10 +73,10 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     for charset in ([declared] if declared else []) + [c for c in CANDIDATE_CHARSETS if c != declared]:
         try:
             text = data.decode(charset)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeDecodeError, ValueError):
             continue
         bonus = 0.15 if charset == declared else 0.0
-        candidates.append((_score(text) + bonus, text))
+        candidates.append((_score(text) + bonus, text.replace("\x00", "")))
     if not candidates:
         return data.decode(declared or "utf-8", errors="replace") if declared else data.decode("utf-8", "replace")
     return max(candidates, key=lambda item: item[0])[1]
@@ -172,6 +172,17 @@ def strip_quoted(text: str) -> str:
     return result or text.strip()
 
 
+def _get(msg: Message, name: str) -> str | None:
+    """A header as text; compat32 hands back Header objects for undecodable bytes."""
+    value = msg.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return repr(value)
+
+
 def _part_text(part: Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
@@ -199,7 +210,7 @@ def _ids(value: str | None) -> list[str]:
 
 def automatic_reason(msg: Message, sender: str | None) -> str | None:
     """Why a letter is machine-generated (RFC 3834): never answer those automatically."""
-    auto = (msg.get("Auto-Submitted") or "").strip().lower()
+    auto = (_get(msg, "Auto-Submitted") or "").strip().lower()
     if auto and not auto.startswith("no"):
         return f"Auto-Submitted: {auto}"
     content_type = (msg.get_content_type() or "").lower()
@@ -213,19 +224,19 @@ def automatic_reason(msg: Message, sender: str | None) -> str | None:
     local = (sender or "").split("@")[0].lower()
     if local in ("mailer-daemon", "postmaster", "mail-daemon", "noreply", "no-reply", "donotreply"):
         return f"sent by {local}"
-    return_path = msg.get("Return-Path")
+    return_path = _get(msg, "Return-Path")
     if return_path is not None and return_path.strip() in ("<>", ""):
         return "empty Return-Path (a bounce)"
     for header in msg.keys():
         if header.lower().startswith("list-"):
             return f"mailing list ({header})"
-    precedence = (msg.get("Precedence") or "").strip().lower()
+    precedence = (_get(msg, "Precedence") or "").strip().lower()
     if precedence in ("bulk", "junk", "list"):
         return f"Precedence: {precedence}"
-    if msg.get("X-Auto-Response-Suppress") is not None:
+    if _get(msg, "X-Auto-Response-Suppress") is not None:
         return "X-Auto-Response-Suppress"
     for header in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Failed-Recipients"):
-        if msg.get(header) is not None:
+        if _get(msg, header) is not None:
             return header
     return None
 
@@ -249,8 +260,8 @@ def _safe_date(value: str | None) -> datetime | None:
 def parse_mail(raw: bytes) -> ParsedMail:
     """Everything the hub needs from one RFC 5322 message. Never raises on malformed input."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    sender_header = decode_header_value(msg.get("Reply-To")) or ""
-    from_header = decode_header_value(msg.get("From"))
+    sender_header = decode_header_value(_get(msg, "Reply-To")) or ""
+    from_header = decode_header_value(_get(msg, "From"))
     name, address = parseaddr(from_header)
     if not address and from_header:
         found = re.search(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", from_header)
@@ -266,7 +277,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         if part.is_multipart():
             continue
         content_type = (part.get_content_type() or "text/plain").lower()
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        disposition = (_get(part, "Content-Disposition") or "").split(";")[0].strip().lower()
         filename = _filename(part)
         if content_type in ("message/delivery-status", "message/rfc822", "text/rfc822-headers"):
             continue
@@ -291,18 +302,18 @@ def parse_mail(raw: bytes) -> ParsedMail:
     if not body and html:
         body = "\n\n".join(html_to_text(h) for h in html)
     body = strip_quoted(body.replace("\r\n", "\n"))[:MAX_TEXT]
-    message_id = _ids(msg.get("Message-ID") or msg.get("Message-Id"))
+    message_id = _ids(_get(msg, "Message-ID") or _get(msg, "Message-Id"))
     sender = address.lower() if address else None
     return ParsedMail(
         message_id=message_id[0] if message_id else None,
-        subject=decode_header_value(msg.get("Subject")),
+        subject=decode_header_value(_get(msg, "Subject")),
         sender_email=sender,
         sender_name=name.strip() or None,
         reply_to=reply_to,
-        date=_safe_date(msg.get("Date")),
+        date=_safe_date(_get(msg, "Date")),
         text=body,
-        in_reply_to=_ids(msg.get("In-Reply-To")),
-        references=_ids(msg.get("References")),
+        in_reply_to=_ids(_get(msg, "In-Reply-To")),
+        references=_ids(_get(msg, "References")),
         attachments=attachments,
         automatic=automatic_reason(msg, sender),
         headers={k: decode_header_value(str(v))[:500] for k, v in list(msg.items())[:60]},

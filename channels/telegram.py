@@ -175,7 +175,7 @@ def parse_update(raw: Any, username: str | None = None) -> Inbound | None:
             payload=payload,
             raw=raw,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
         raise InvalidInput(f"malformed Telegram update {raw.get('update_id')}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -149,7 +149,7 @@ def parse_event(raw: Any, group_id: int) -> Inbound | None:
             payload=payload,
             raw=raw,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
         raise InvalidInput(f"malformed VK event: {type(exc).__name__}: {exc}") from exc
 
 

@@ -144,10 +144,7 @@ def spool_inbound(message: SpoolMessage, context: str) -> Inbound:
     name, number = parse_callerid(message.info.get("callerid", ""))
     phone = normalize_phone(number) if number else None
     caller = phone or number or "anonymous"
-    try:
-        received = datetime.fromtimestamp(int(message.info.get("origtime") or 0), UTC)
-    except (ValueError, OverflowError):
-        received = datetime.now(UTC)
+    received = _moment(message.info.get("origtime"))
     attachments = []
     if message.recording is not None:
         attachments.append(
@@ -232,17 +229,38 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def _moment(*values: Any) -> datetime:
+    """The first plausible unix timestamp among ``values`` (seconds or milliseconds), else now."""
+    for value in values:
+        number = _int(value)
+        if number > 10**11:
+            number //= 1000
+        if 946684800 <= number <= 4102444800:
+            return datetime.fromtimestamp(number, UTC)
+    return datetime.now(UTC)
+
+
 def missed_call(summary: dict[str, Any]) -> Inbound | None:
     """A summary of an incoming call nobody talked on is a missed call with a callback due."""
+    if not isinstance(summary, dict):
+        raise InvalidInput("summary is not an object")
     if _int(summary.get("call_direction"), 1) != 1 or _int(summary.get("talk_time")) != 0:
         return None
-    entry = str(summary.get("entry_id") or "")
+    entry = str(summary.get("entry_id") or "")[:200]
     if not entry:
         raise InvalidInput("summary without entry_id")
-    number = str((summary.get("from") or {}).get("number") or "")
+    caller_info = summary.get("from") if isinstance(summary.get("from"), dict) else {}
+    number = str(caller_info.get("number") or "")[:40]
     phone = normalize_phone(number) if number else None
-    when = _int(summary.get("end_time")) or _int(summary.get("create_time")) or int(time.time())
     caller = phone or number or "anonymous"
+    try:
+        return _missed(summary, entry, caller, phone)
+    except ValueError as exc:
+        raise InvalidInput(f"summary not understood: {exc}") from exc
+
+
+def _missed(summary: dict[str, Any], entry: str, caller: str, phone: str | None) -> Inbound:
+    when = _moment(summary.get("end_time"), summary.get("create_time"))
     return Inbound(
         id=f"voicemail:mango:missed:{entry}",
         channel="voicemail",
@@ -250,7 +268,7 @@ def missed_call(summary: dict[str, Any]) -> Inbound | None:
         sender=Sender(id=caller, phone=phone),
         kind="missed_call",
         text="Пропущенный звонок",
-        received_at=datetime.fromtimestamp(when, UTC),
+        received_at=when,
         answerable=False,
         payload={
             "source": "mango",
@@ -434,7 +452,13 @@ class Voicemail:
         changed = False
         for message in messages:
             state = taken.get(message.key)
-            inbound = spool_inbound(message, context)
+            try:
+                inbound = spool_inbound(message, context)
+            except ValueError as exc:
+                log.warning("voicemail %s refused: %s", message.path, exc)
+                taken[message.key] = True
+                changed = True
+                continue
             if state is None:
                 await self._emit(inbound)
                 taken[message.key] = bool(message.transcript)
@@ -519,7 +543,7 @@ class Voicemail:
         number = str(call.get("from") or "")
         phone = normalize_phone(number) if number else None
         caller = phone or number or f"mango-request-{request_id}"
-        when = _int(data.get("recognized")) / 1000 if data.get("recognized") else time.time()
+        when = _moment(data.get("recognized"))
         await self._emit(
             Inbound(
                 id=f"voicemail:mango:recognized:{request_id}",
@@ -528,7 +552,7 @@ class Voicemail:
                 sender=Sender(id=caller, phone=phone),
                 kind="voicemail",
                 text=text or "",
-                received_at=datetime.fromtimestamp(when, UTC),
+                received_at=when,
                 answerable=False,
                 payload={"source": "mango", "request_id": request_id, "entry_id": entry or None},
                 raw=data,
