@@ -316,8 +316,10 @@ async def test_journal_filters_and_xlsx_export_with_russian_headers(anna: Dispat
 
 
 async def test_reports_are_for_managers(inbox_hub: Hub, anna: Dispatcher) -> None:
-    chat, _ = await register_from_chat(inbox_hub, "resident-report", "Нет горячей воды, Мира 1 кв 5")
+    chat, number = await register_from_chat(inbox_hub, "resident-report", "Нет горячей воды, Мира 1 кв 5")
     await chat.http.close()
+    assert inbox_hub.journal is not None
+    await wait_for(lambda: inbox_hub.journal.inform_times([number]))  # type: ignore[union-attr]
     status, _ = await anna.get("/inbox/reports")
     assert status == 403
     boss = Dispatcher(f"http://127.0.0.1:{inbox_hub.port}")
