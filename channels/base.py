@@ -5,17 +5,23 @@ categories or deadlines; the router never asks which channel a message is on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+import aiohttp
 from aiohttp import web
 
-from adshub.contract import Inbound, Outbound
+from adshub.contract import Attachment, Inbound, Outbound
 
 if TYPE_CHECKING:
     from adshub.settings import Settings
     from journal.repository import Journal
+
+log = logging.getLogger("adshub.channels")
 
 Publish = Callable[[Inbound], Awaitable[None]]
 """Returns once the broker confirmed the message; raises ``TransientError`` otherwise."""
@@ -62,3 +68,41 @@ class Channel(Protocol):
     async def stop(self) -> None:
         """Stop intake and release connections; in-flight publishes finish first."""
         ...
+
+
+async def pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep between attempts, but wake at once when the channel is stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+async def keep_file(
+    context: ChannelContext,
+    http: aiohttp.ClientSession,
+    url: str,
+    attachment: Attachment,
+    inbound_id: str,
+    channel: str,
+) -> Attachment:
+    """Download an attachment's bytes and keep them in the journal with the message.
+
+    A file that cannot be fetched (too large, gone, the API down) keeps its reference: the message
+    is still taken in, and a dispatcher sees what was attached.
+    """
+    limit = context.settings.max_attachment_bytes
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=60)) as response:
+            response.raise_for_status()
+            data = await response.content.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError("file too large")
+        stored = await context.journal.store_file(
+            data,
+            attachment.name or "file",
+            attachment.mime,
+            {"channel": channel, "message_id": inbound_id, "kind": attachment.kind},
+        )
+    except Exception as exc:
+        log.warning("%s file not fetched (%s); keeping its reference", channel, exc, extra={"message_id": inbound_id})
+        return attachment
+    return attachment.model_copy(update={"location": stored, "size": len(data)})

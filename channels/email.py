@@ -34,7 +34,7 @@ from aiohttp import web
 from adshub.contract import Attachment, Inbound, Outbound, Sender
 from adshub.errors import ConfigurationError, PermanentDeliveryError, RetryableDeliveryError, TransientError
 from adshub.metrics import METRICS
-from channels.base import ChannelContext, Publish, SendResult
+from channels.base import ChannelContext, Publish, SendResult, pause
 from channels.mime import ParsedMail, parse_mail
 
 log = logging.getLogger("adshub.channels.email")
@@ -216,8 +216,7 @@ class Email:
                 await asyncio.wait_for(self._task, 30)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await pause(self._stopping, seconds)
 
     async def _run(self) -> None:
         assert self.imap is not None

@@ -41,7 +41,7 @@ from aiohttp import web
 from adshub.contract import Attachment, GeoPoint, Inbound, Outbound, Sender
 from adshub.errors import InvalidInput, PermanentDeliveryError, RetryableDeliveryError, TransientError
 from adshub.metrics import METRICS
-from channels.base import ChannelContext, Publish, SendResult
+from channels.base import ChannelContext, Publish, SendResult, keep_file, pause
 
 log = logging.getLogger("adshub.channels.telegram")
 
@@ -257,8 +257,7 @@ class Telegram:
         await self._poll()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await pause(self._stopping, seconds)
 
     async def _get_updates(self, offset: int | None) -> list[dict[str, Any]]:
         assert self._http is not None
@@ -322,8 +321,6 @@ class Telegram:
 
     async def _fetch_files(self, inbound: Inbound) -> Inbound:
         """Fetch the bytes of photos and voice messages and keep them with the message."""
-        if not inbound.attachments:
-            return inbound
         kept: list[Attachment] = []
         for attachment in inbound.attachments:
             ref = attachment.location or ""
@@ -333,26 +330,14 @@ class Telegram:
                 continue
             try:
                 file = await self.bot.get_file(ref.removeprefix("telegram-file:"))
-                assert self._http is not None and file.file_path
-                url = f"{self.base}/file/bot{self.token}/{file.file_path}"
-                async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=60)) as response:
-                    response.raise_for_status()
-                    data = await response.content.read(self.settings.max_attachment_bytes + 1)
-                if len(data) > self.settings.max_attachment_bytes:
-                    raise ValueError("file too large")
-                stored = await self.context.journal.store_file(
-                    data,
-                    attachment.name or "file",
-                    attachment.mime,
-                    {"channel": self.name, "message_id": inbound.id, "kind": attachment.kind},
-                )
-                kept.append(attachment.model_copy(update={"location": stored, "size": len(data)}))
             except Exception as exc:
-                log.warning(
-                    "telegram file not fetched (%s); keeping the reference", exc, extra={"message_id": inbound.id}
-                )
+                log.warning("telegram file unknown (%s); keeping the reference", exc, extra={"message_id": inbound.id})
                 kept.append(attachment)
-        return inbound.model_copy(update={"attachments": kept})
+                continue
+            assert self._http is not None
+            url = f"{self.base}/file/bot{self.token}/{file.file_path}"
+            kept.append(await keep_file(self.context, self._http, url, attachment, inbound.id, self.name))
+        return inbound.model_copy(update={"attachments": kept}) if kept else inbound
 
     async def webhook(self, request: web.Request) -> web.Response:
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")

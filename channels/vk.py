@@ -29,7 +29,7 @@ from vk_api.bot_longpoll import VkBotLongPoll
 from adshub.contract import Attachment, GeoPoint, Inbound, Outbound, Sender
 from adshub.errors import InvalidInput, PermanentDeliveryError, RetryableDeliveryError, TransientError
 from adshub.metrics import METRICS
-from channels.base import ChannelContext, Publish, SendResult
+from channels.base import ChannelContext, Publish, SendResult, keep_file, pause
 
 log = logging.getLogger("adshub.channels.vk")
 
@@ -241,8 +241,7 @@ class VK:
             await self._http.close()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await pause(self._stopping, seconds)
 
     async def _connect(self) -> VkBotLongPoll:
         delay = 1.0
@@ -315,25 +314,9 @@ class VK:
         kept = []
         for attachment in inbound.attachments:
             url = attachment.location or ""
-            if attachment.kind != "photo" or not url.startswith(("http://", "https://")):
-                kept.append(attachment)
-                continue
-            try:
-                async with self._http.get(url) as response:
-                    response.raise_for_status()
-                    data = await response.content.read(self.settings.max_attachment_bytes + 1)
-                if len(data) > self.settings.max_attachment_bytes:
-                    raise ValueError("photo too large")
-                stored = await self.context.journal.store_file(
-                    data,
-                    attachment.name or "photo.jpg",
-                    attachment.mime,
-                    {"channel": self.name, "message_id": inbound.id, "source": url},
-                )
-                kept.append(attachment.model_copy(update={"location": stored, "size": len(data)}))
-            except Exception as exc:
-                log.warning("VK photo not fetched (%s); keeping its URL", exc, extra={"message_id": inbound.id})
-                kept.append(attachment)
+            if attachment.kind == "photo" and url.startswith(("http://", "https://")):
+                attachment = await keep_file(self.context, self._http, url, attachment, inbound.id, self.name)
+            kept.append(attachment)
         return inbound.model_copy(update={"attachments": kept})
 
     async def send(self, outbound: Outbound) -> SendResult:

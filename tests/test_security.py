@@ -199,6 +199,8 @@ def test_fuzz_mime_mutated_real_mail(seed: int, junk: bytes) -> None:
     rnd = random.Random(seed)
     raw = bytearray(rnd.choice(eml_samples()))
     for _ in range(rnd.randint(1, 5)):
+        if not raw:
+            break
         at = rnd.randrange(len(raw))
         action = rnd.random()
         if action < 0.4:
