@@ -209,7 +209,10 @@ class WebChat:
         self._sockets[session].add(ws)
         ip = request.remote or "?"
         try:
-            await self._send_history(ws, session)
+            if request.query.get("fresh") == "1":
+                await ws.send_json({"type": "history", "messages": []})
+            else:
+                await self._send_history(ws, session)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_frame(ws, session, ip, msg.data)

@@ -24,7 +24,7 @@ GROUPABLE = {
     Category.ROOF_LEAK,
 }
 WINDOW = timedelta(hours=6)
-"""A report joins an incident whose last report is at most this old."""
+"""A report joins an incident opened at most this long ago; a later one opens a new incident."""
 
 _RESOURCES = [
     ("hot_water", re.compile(r"горяч|гвс|кипят|goryach")),

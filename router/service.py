@@ -291,7 +291,9 @@ class Router:
         return self._directory
 
     async def _link_incidents(self, work: list[_Work], now: datetime, commit: Commit) -> None:
-        """Reports of one accident at one building within hours join the first one's incident."""
+        """Reports of one accident at one building within hours of the first join its incident.
+
+        Joining writes nothing to the incident: the link is the request's incident_id."""
         candidates: list[tuple[_Work, str, str]] = []
         for w in work:
             if w.request is None or not w.request.get("_new"):
@@ -304,7 +306,7 @@ class Router:
             return
         found = await self.journal.open_incidents([key for _, key, _ in candidates])
         for key, incident in list(found.items()):
-            if incident["last_report_at"] < now - INCIDENT_WINDOW:
+            if incident["opened_at"] < now - INCIDENT_WINDOW:
                 commit.incident_updates.append(UpdateOne({"_id": incident["_id"]}, {"$set": {"status": "expired"}}))
                 del found[key]
         for w, key, kind in candidates:
@@ -321,19 +323,11 @@ class Router:
                     "address": w.request["address"].get("text"),
                     "category": w.request["category"],
                     "opened_at": now,
-                    "last_report_at": now,
-                    "reports": 1,
                 }
                 found[key] = incident
                 commit.incidents.append(incident)
             else:
                 w.incident = incident
-                if incident in commit.incidents:
-                    incident["reports"] += 1
-                else:
-                    commit.incident_updates.append(
-                        UpdateOne({"_id": incident["_id"]}, {"$inc": {"reports": 1}, "$set": {"last_report_at": now}})
-                    )
             w.request["incident_id"] = incident["_id"]
 
     def _situation(

@@ -59,7 +59,7 @@ class Result:
 
 async def resident(http: aiohttp.ClientSession, port: int, n: int) -> float:
     session = f"bench{uuid.uuid4().hex[:20]}"
-    async with http.ws_connect(f"http://127.0.0.1:{port}/chat/ws?session={session}") as ws:
+    async with http.ws_connect(f"http://127.0.0.1:{port}/chat/ws?session={session}&fresh=1") as ws:
         await ws.receive_json(timeout=30)
         text = TEXTS[n % len(TEXTS)].format(n=n % 97 + 1, f=n % 300 + 1)
         started = time.perf_counter()

@@ -25,9 +25,11 @@
   }
 
   var session = load(SESSION_KEY, null);
+  var fresh = false;
   if (typeof session !== "string" || !/^[A-Za-z0-9_-]{8,64}$/.test(session)) {
     session = randomId(16);
     save(SESSION_KEY, session);
+    fresh = true;
   }
   var pending = load(PENDING_KEY, []);
   if (!Array.isArray(pending)) { pending = []; }
@@ -192,7 +194,9 @@
 
   function connect() {
     var scheme = base.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + base.host + "/chat/ws?session=" + encodeURIComponent(session));
+    var url = scheme + base.host + "/chat/ws?session=" + encodeURIComponent(session) + (fresh ? "&fresh=1" : "");
+    fresh = false;
+    socket = new WebSocket(url);
     socket.addEventListener("open", function () { status.textContent = "На связи круглосуточно"; retry = 1000; });
     socket.addEventListener("message", function (e) {
       var frame;
