@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -52,6 +55,11 @@ class EmbeddedDatabase:
         return f"mongodb://{self.host}:{self.port}/"
 
     def start(self, timeout: float = 60.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the server process; it dies with this process even when this one is killed with -9."""
         try:
             import secantus  # noqa: F401
         except ImportError as exc:
@@ -83,7 +91,13 @@ class EmbeddedDatabase:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=_parent_death_signal(),
             )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if self.process is None:
+            raise RuntimeError("spawn() the embedded database before waiting for it")
+        log_path = self.storage.parent / "secantus.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -127,8 +141,27 @@ async def ensure_database(mongo_url: str, data_dir: Path, enabled: bool = True) 
     if await asyncio.to_thread(port_open, host, port):
         return None
     db = EmbeddedDatabase("127.0.0.1" if host == "localhost" else host, port, data_dir / "db")
-    await asyncio.to_thread(db.start)
+    db.spawn()
+    await asyncio.to_thread(db.wait_ready)
     return db
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, have the kernel send SIGTERM to the server when the thread that started it dies.
+
+    Only from the main thread: the signal follows the starting thread, not the process."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+    return arm
 
 
 @contextlib.contextmanager

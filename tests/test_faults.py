@@ -4,6 +4,7 @@ a poison message, and SIGTERM in the middle of work. Nothing lost, nothing doubl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -372,3 +373,39 @@ def _count_sync(settings: Settings) -> int:
         return client[settings.database_name].requests.count_documents({})
     finally:
         client.close()
+
+
+def test_embedded_database_dies_with_a_killed_hub(tmp_path: Path) -> None:
+    """A hub killed with -9 must not leave its database running, holding the port and the data lock."""
+    script = (
+        "import sys, time; from pathlib import Path; from adshub.embedded import EmbeddedDatabase, free_port\n"
+        "db = EmbeddedDatabase('127.0.0.1', free_port(), Path(sys.argv[1]) / 'db', cache_size='64M')\n"
+        "db.start(); print(db.process.pid, db.port, flush=True); time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pid_text, port_text = parent.stdout.readline().split()
+        db_pid, db_port = int(pid_text), int(port_text)
+        assert port_open("127.0.0.1", db_port)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _alive(db_pid):
+            time.sleep(0.2)
+        assert not _alive(db_pid), "the embedded database outlived the killed hub"
+        assert not port_open("127.0.0.1", db_port)
+    finally:
+        parent.kill()
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.kill(db_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
