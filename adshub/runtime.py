@@ -69,7 +69,7 @@ class Hub:
     async def start(self) -> None:
         s = self.settings
         self.embedded = await ensure_database(s.mongo_url, s.data_dir, s.embedded_db)
-        self.journal = Journal.connect(s.mongo_url, s.database_name)
+        self.journal = Journal.connect(s.mongo_url, s.database_name, retry_writes=False if self.embedded else None)
         await _retry("database", self.journal.prepare)
         self.bus = RabbitBus(s.amqp_url, Topology(s.bus_prefix), prefetch=s.prefetch)
         await self.bus.connect()

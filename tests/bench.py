@@ -2,7 +2,8 @@
 the floor pipeline, in one run on the same RabbitMQ and the same Mongo-protocol server.
 
 Each resident opens a chat session, reports an emergency and waits for the numbered
-reply; latency is from sending the message to receiving that reply. Options:
+reply; latency is from sending the message to receiving that reply. Both pipelines talk to
+the database without retryable writes, as the hub does on its embedded database. Options:
 ``python -m tests.bench --residents 40 --messages 2000 --warmup 200``.
 """
 
@@ -129,7 +130,7 @@ async def main() -> None:
     base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hub_env = {
         **base_env,
-        "ADSHUB_MONGO_URL": f"{database.url}bench_hub",
+        "ADSHUB_MONGO_URL": f"{database.url}bench_hub?retryWrites=false",
         "ADSHUB_AMQP_URL": args.amqp,
         "ADSHUB_HTTP_PORT": str(hub_port),
         "ADSHUB_BUS_PREFIX": prefix,
@@ -142,7 +143,7 @@ async def main() -> None:
     floor_env = {
         **base_env,
         "FLOOR_PORT": str(floor_port),
-        "FLOOR_MONGO_URL": f"{database.url}bench_floor",
+        "FLOOR_MONGO_URL": f"{database.url}bench_floor?retryWrites=false",
         "FLOOR_AMQP_URL": args.amqp,
         "FLOOR_PREFIX": prefix,
     }

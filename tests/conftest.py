@@ -133,11 +133,13 @@ async def hub(settings: Settings) -> AsyncIterator[Hub]:
     await cleanup_topology(settings)
 
 
-async def cleanup_topology(settings: Settings) -> None:
+async def cleanup_topology(settings: Settings, database: bool = True) -> None:
     b = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix))
     await b.connect()
     await b.delete_topology(CHANNELS)
     await b.close()
+    if not database:
+        return
     j = Journal.connect(settings.mongo_url, settings.database_name)
     await j.client.drop_database(settings.database_name)
     await j.close()

@@ -8,16 +8,18 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from adshub.bus import RabbitBus, Topology
 from adshub.contract import Inbound, Sender
+from adshub.embedded import free_port, port_open
 from adshub.runtime import Hub
 from adshub.settings import Settings
 from journal.repository import Journal
-from tests.conftest import REPO, connect_chat
+from tests.conftest import REPO, cleanup_topology, connect_chat
 
 NUMBER = re.compile(r"\d{4}-\d{6}")
 
@@ -244,3 +246,34 @@ async def test_chat_page_widget_and_metrics(hub: Hub, http: aiohttp.ClientSessio
     async with http.get(f"{base}/metrics") as metrics:
         text = await metrics.text()
         assert "adshub_registration_latency_seconds" in text and "adshub_messages_in_total" in text
+
+
+async def test_hub_on_embedded_defaults_starts_its_own_database(
+    database: object, rabbitmq: str, unique: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """What ``make run`` does: no database at the configured loopback address, so the hub starts one,
+    talks to it without retryable writes (a single node has no failover), and stops it on the way out."""
+    port = free_port()
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        mongo_url=f"mongodb://127.0.0.1:{port}/adshub",
+        amqp_url=rabbitmq,
+        http_port=free_port(),
+        bus_prefix=f"adshub-test-{unique}",
+        data_dir=tmp_path / "var",
+        embedded_db=True,
+    )
+    hub = Hub(settings, ["router", "webchat"])
+    await hub.start()
+    try:
+        assert hub.embedded is not None and hub.embedded.port == port
+        assert hub.journal is not None and hub.journal.client.options.retry_writes is False
+        chat = await connect_chat(http, hub.port or 0, "resident-embedded")
+        await chat.send("e1", "Течёт батарея в комнате, ул. Ленина 5 кв 3")
+        reply = await chat.receive_type("message")
+        assert NUMBER.fullmatch(reply["request"]["number"])
+        assert (tmp_path / "var" / "db").is_dir()
+    finally:
+        await hub.stop()
+        await cleanup_topology(settings, database=False)
+    assert not port_open("127.0.0.1", port)
