@@ -117,7 +117,9 @@ class Delivery:
             log.warning("settle failed, message will be redelivered: %s", exc, extra={"message_id": self.message_id})
 
 
-BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+Finish = Callable[[], Awaitable[None]]
+"""What is left of a batch once its work is recorded (publishing, settling); see ``Consumer``."""
+BatchHandler = Callable[[list[Delivery]], Awaitable[Finish | None]]
 _STOP = object()
 """Put in a consumer's queue to end its loop once the messages before it are done."""
 
@@ -127,6 +129,11 @@ class Consumer:
 
     With several lanes, batches run concurrently; messages with the same ``x-lane`` header (one
     conversation) always share a lane, so they are still handled one after another, in order.
+
+    A handler may return a ``Finish`` step instead of settling everything itself. The lane then
+    runs that step while the handler works on the next batch, and starts the next batch's step
+    only when this one is done: a two-stage pipeline that keeps finishing steps in order and at
+    most one of them in flight per lane.
     """
 
     def __init__(
@@ -153,31 +160,38 @@ class Consumer:
         self._lanes[lane].put_nowait(message)
 
     async def _run(self, pending: asyncio.Queue[Any]) -> None:
-        stopping = False
-        while not stopping:
-            first = await pending.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            if self._max_wait > 0 and pending.qsize() < self._max_batch - 1:
-                await asyncio.sleep(self._max_wait)
-            while len(batch) < self._max_batch and not pending.empty():
-                item = pending.get_nowait()
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            deliveries = [_wrap(m) for m in batch]
-            try:
-                await self._handler(deliveries)
-            except Exception:
-                log.exception("batch handler failed; messages will be redelivered")
-                for d in deliveries:
-                    await d.nack(requeue=True)
-            for d in deliveries:
-                if not d.settled:
-                    log.error("handler left a message unsettled; requeueing", extra={"message_id": d.message_id})
-                    await d.nack(requeue=True)
+        finishing: asyncio.Task[None] | None = None
+        try:
+            stopping = False
+            while not stopping:
+                first = await pending.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                if self._max_wait > 0 and pending.qsize() < self._max_batch - 1:
+                    await asyncio.sleep(self._max_wait)
+                while len(batch) < self._max_batch and not pending.empty():
+                    item = pending.get_nowait()
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)
+                deliveries = [_wrap(m) for m in batch]
+                finish: Finish | None = None
+                try:
+                    finish = await self._handler(deliveries)
+                except Exception:
+                    log.exception("batch handler failed; messages will be redelivered")
+                if finishing is not None:
+                    await asyncio.shield(finishing)
+                    finishing = None
+                if finish is not None:
+                    finishing = asyncio.create_task(_finish(finish, deliveries))
+                else:
+                    await _requeue_unsettled(deliveries)
+        finally:
+            if finishing is not None:
+                await asyncio.shield(finishing)
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop taking messages and finish those already taken; what the timeout cuts off goes back."""
@@ -198,6 +212,21 @@ class Consumer:
                     continue
                 with contextlib.suppress(*PUBLISH_ERRORS):
                     await asyncio.wait_for(message.nack(requeue=True), SETTLE_TIMEOUT)
+
+
+async def _finish(finish: Finish, deliveries: list[Delivery]) -> None:
+    try:
+        await finish()
+    except Exception:
+        log.exception("finishing a batch failed; its messages will be redelivered")
+    await _requeue_unsettled(deliveries)
+
+
+async def _requeue_unsettled(deliveries: list[Delivery]) -> None:
+    for d in deliveries:
+        if not d.settled:
+            log.error("handler left a message unsettled; requeueing", extra={"message_id": d.message_id})
+            await d.nack(requeue=True)
 
 
 def _wrap(message: AbstractIncomingMessage) -> Delivery:

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo import UpdateOne
 
-from adshub.bus import Delivery, RabbitBus
+from adshub.bus import Delivery, Finish, RabbitBus
 from adshub.contract import Event, Inbound, Outbound, utcnow
 from adshub.metrics import METRICS
 from bots.dialogue import RequestView, Situation, State, Step, plan, request_number_in, status_buttons
@@ -120,8 +120,11 @@ class Router:
 
     # -- consuming ------------------------------------------------------------
 
-    async def handle(self, deliveries: list[Delivery]) -> None:
-        """Settle every delivery of the batch: ack, requeue after a backoff, or dead-letter."""
+    async def handle(self, deliveries: list[Delivery]) -> Finish | None:
+        """Record the batch in the journal; what remains (replies, events, acks) is returned as the
+        batch's finishing step, which the consumer runs while the next batch is being recorded.
+
+        Messages that cannot be recorded are settled here: requeued after a backoff, or dead-lettered."""
         work: list[tuple[Delivery, Inbound]] = []
         for delivery in deliveries:
             try:
@@ -129,7 +132,7 @@ class Router:
             except ValidationError as exc:
                 await self._dead_letter(delivery, f"invalid inbound message: {_summary(exc)}")
         if not work:
-            return
+            return None
         first: dict[str, tuple[Delivery, Inbound]] = {}
         duplicates: list[Delivery] = []
         for delivery, inbound in work:
@@ -140,33 +143,42 @@ class Router:
         redelivered = {inb.id for d, inb in first.values() if d.redelivered}
         try:
             outcome = await self.process([inb for _, inb in first.values()], redelivered)
-            await self._publish(outcome)
         except Exception as exc:
-            if is_transient(exc):
-                await self._back_off(exc, [d for d, _ in first.values()] + duplicates)
-                return
-            if len(first) == 1:
-                ((delivery, inbound),) = first.values()
-                log.exception("cannot process message", extra={"message_id": inbound.id})
-                await self._dead_letter(delivery, f"{type(exc).__name__}: {exc}")
-                for d in duplicates:
-                    await d.ack()
-                return
+            await self._not_recorded(exc, first, duplicates)
+            return None
+        recorded = [d for d, _ in first.values()] + duplicates
+        return lambda: self._finish(outcome, recorded)
+
+    async def _not_recorded(
+        self, exc: Exception, first: dict[str, tuple[Delivery, Inbound]], duplicates: list[Delivery]
+    ) -> None:
+        if is_transient(exc):
+            await self._back_off(exc, [d for d, _ in first.values()] + duplicates)
+            return
+        if len(first) == 1:
+            ((delivery, inbound),) = first.values()
+            log.exception("cannot process message", extra={"message_id": inbound.id})
+            await self._dead_letter(delivery, f"{type(exc).__name__}: {exc}")
+        else:
             log.warning("batch of %d failed (%s); processing one by one", len(first), exc)
             for delivery, _ in first.values():
-                await self.handle([delivery])
-            for d in duplicates:
-                await d.ack()
-            return
-        self._transient_failures = 0
-        for delivery, _ in first.values():
-            await delivery.ack()
+                finish = await self.handle([delivery])
+                if finish is not None:
+                    await finish()
         for d in duplicates:
             await d.ack()
 
-    async def _publish(self, outcome: Outcome) -> None:
-        await self.bus.publish_outbounds(outcome.outbounds)
+    async def _finish(self, outcome: Outcome, recorded: list[Delivery]) -> None:
+        """Replies are confirmed by the broker before the messages are acked: a crash in between means
+        redelivery, and a redelivered message that was recorded only has its replies sent again."""
+        try:
+            await self.bus.publish_outbounds(outcome.outbounds)
+        except Exception as exc:
+            await self._back_off(exc, recorded)
+            return
         await self.bus.publish_events(outcome.events)
+        self._transient_failures = 0
+        await asyncio.gather(*(d.ack() for d in recorded))
 
     async def _back_off(self, exc: BaseException, deliveries: Sequence[Delivery]) -> None:
         """Wait, then return the messages to the queue: no hot loop, no dead-lettering of transient errors."""

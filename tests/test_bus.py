@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from adshub.bus import Delivery, RabbitBus
+from adshub.bus import Delivery, Finish, RabbitBus
 from adshub.contract import Inbound, Sender
 
 
@@ -79,3 +79,65 @@ async def test_dead_letter_keeps_the_reason(bus: RabbitBus) -> None:
     assert dead[0].headers["x-reason"] == "invalid inbound message: text: field required"
     assert dead[0].headers["x-source"] == "test"
     assert dead[0].message_id == "webchat:s:9"
+
+
+async def test_a_finishing_step_runs_while_the_next_batch_is_handled_and_steps_keep_their_order(
+    bus: RabbitBus,
+) -> None:
+    recorded: list[str] = []
+    finished: list[str] = []
+    in_flight = 0
+    most_in_flight = 0
+    second_recorded = asyncio.Event()
+    all_done = asyncio.Event()
+
+    async def handler(batch: list[Delivery]) -> Finish:
+        ids = [d.message_id or "" for d in batch]
+        recorded.extend(ids)
+        if len(recorded) >= 2:
+            second_recorded.set()
+
+        async def finish() -> None:
+            nonlocal in_flight, most_in_flight
+            in_flight += 1
+            most_in_flight = max(most_in_flight, in_flight)
+            if ids == ["webchat:s:0"]:
+                await asyncio.wait_for(second_recorded.wait(), 10)
+            await asyncio.sleep(0.01)
+            finished.extend(ids)
+            for d in batch:
+                await d.ack()
+            in_flight -= 1
+            if len(finished) == 4:
+                all_done.set()
+
+        return finish
+
+    for n in range(4):
+        await bus.publish_inbound(sample(n))
+    await bus.consume(bus.topology.inbound_queue, handler, max_batch=1)
+    await asyncio.wait_for(all_done.wait(), 20)
+    expected = [f"webchat:s:{n}" for n in range(4)]
+    assert recorded == expected and finished == expected
+    assert most_in_flight == 1
+
+
+async def test_a_failed_finishing_step_sends_its_messages_back(bus: RabbitBus) -> None:
+    attempts: list[bool] = []
+    done = asyncio.Event()
+
+    async def handler(batch: list[Delivery]) -> Finish:
+        async def finish() -> None:
+            for d in batch:
+                attempts.append(d.redelivered)
+                if not d.redelivered:
+                    raise RuntimeError("broker went away while publishing the replies")
+                await d.ack()
+                done.set()
+
+        return finish
+
+    await bus.consume(bus.topology.inbound_queue, handler)
+    await bus.publish_inbound(sample())
+    await asyncio.wait_for(done.wait(), 10)
+    assert attempts == [False, True]
