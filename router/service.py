@@ -40,6 +40,7 @@ from router.incidents import incident_kind, open_key
 from router.phones import extract_phones, normalize_phone
 from router.records import (
     address_doc,
+    building_key,
     clocks_doc,
     inbound_doc,
     outbound_doc,
@@ -285,9 +286,8 @@ class Router:
         for w in work:
             w.step = plan(self._situation(w, related, thread_numbers, now), extracted[w.inbound.id])
 
-        await self._number(work, existing, now)
         commit = Commit()
-        await self._link_incidents(work, now, commit)
+        await self._number_and_link(work, existing, now, commit)
         for w in work:
             self._record(w, seen, related, now, commit, outcome)
         await self.journal.commit(commit)
@@ -302,21 +302,12 @@ class Router:
             self._directory_read = time.monotonic()
         return self._directory
 
-    async def _link_incidents(self, work: list[_Work], now: datetime, commit: Commit) -> None:
+    def _link_incidents(
+        self, candidates: list[tuple[_Work, str, str]], found: dict[str, dict[str, Any]], now: datetime, commit: Commit
+    ) -> None:
         """Reports of one accident at one building within hours of the first join its incident.
 
         Joining writes nothing to the incident: the link is the request's incident_id."""
-        candidates: list[tuple[_Work, str, str]] = []
-        for w in work:
-            if w.request is None or not w.request.get("_new"):
-                continue
-            building = (w.request.get("address") or {}).get("key")
-            kind = incident_kind(w.request["category"], w.request.get("text", ""))
-            if building and kind:
-                candidates.append((w, open_key(building, kind), kind))
-        if not candidates:
-            return
-        found = await self.journal.open_incidents([key for _, key, _ in candidates])
         for key, incident in list(found.items()):
             if incident["opened_at"] < now - INCIDENT_WINDOW:
                 commit.incident_updates.append(UpdateOne({"_id": incident["_id"]}, {"$set": {"status": "expired"}}))
@@ -371,8 +362,11 @@ class Router:
             address_unknown=w.address_unknown,
         )
 
-    async def _number(self, work: list[_Work], existing: dict[str, dict[str, Any]], now: datetime) -> None:
-        """Give every new registration its number; a redelivered one keeps the number it already has."""
+    async def _number_and_link(
+        self, work: list[_Work], existing: dict[str, dict[str, Any]], now: datetime, commit: Commit
+    ) -> None:
+        """Give every new registration its number and its incident, in one round trip to the journal;
+        a redelivered registration keeps the number (and the incident) it already has."""
         need: list[_Work] = []
         for w in work:
             step = w.step
@@ -385,8 +379,19 @@ class Router:
                 need.append(w)
         if not need:
             return
+        candidates: list[tuple[_Work, str, str]] = []
+        for w in need:
+            assert w.step is not None and w.step.draft is not None
+            draft = w.step.draft
+            building = building_key(draft.address)
+            kind = incident_kind(draft.classification.category.value, draft.text)
+            if building and kind:
+                candidates.append((w, open_key(building, kind), kind))
         year = registration_year(now, self.policy.tz)
-        seqs = await self.journal.reserve_numbers(year, len(need))
+        seqs, found = await asyncio.gather(
+            self.journal.reserve_numbers(year, len(need)),
+            self.journal.open_incidents([key for _, key, _ in candidates]) if candidates else _nothing(),
+        )
         for w, seq in zip(need, seqs, strict=True):
             w.number = format_number(year, seq)
             assert w.step is not None and w.step.draft is not None
@@ -402,6 +407,7 @@ class Router:
                 policy=self.policy,
             )
             w.request["_new"] = True
+        self._link_incidents(candidates, found, now, commit)
 
     def _record(
         self,
@@ -885,6 +891,10 @@ def _new_contact(claim: dict[str, Any], inbound: Inbound) -> dict[str, Any]:
         "created_at": inbound.received_at,
         "updated_at": inbound.received_at,
     }
+
+
+async def _nothing() -> dict[str, dict[str, Any]]:
+    return {}
 
 
 def _attachment_preview(inbound: Inbound) -> str:
