@@ -138,6 +138,32 @@ async def journal_counts(settings: Settings) -> tuple[int, int, int]:
         await j.close()
 
 
+async def broken_references(settings: Settings) -> list[str]:
+    """What a partial write could have left: requests naming a resident or conversation that is not there,
+    a registration without its audit entry, a message naming a request that is not there."""
+    j = Journal.connect(settings.mongo_url, settings.database_name)
+    try:
+        contacts = set(await j.contacts.distinct("_id"))
+        conversations = set(await j.conversations.distinct("_id"))
+        audited = set(await j.audit.distinct("request", {"action": "registered"}))
+        numbers: set[str] = set()
+        broken: list[str] = []
+        async for r in j.requests.find({}, {"contact_id": 1, "conversation_id": 1}):
+            numbers.add(r["_id"])
+            if r.get("contact_id") not in contacts:
+                broken.append(f"{r['_id']}: contact {r.get('contact_id')} missing")
+            if r.get("conversation_id") not in conversations:
+                broken.append(f"{r['_id']}: conversation {r.get('conversation_id')} missing")
+            if r["_id"] not in audited:
+                broken.append(f"{r['_id']}: no registration audit entry")
+        async for m in j.messages.find({"request_number": {"$ne": None}}, {"request_number": 1}):
+            if m["request_number"] not in numbers:
+                broken.append(f"message {m['_id']}: request {m['request_number']} missing")
+        return broken
+    finally:
+        await j.close()
+
+
 @pytest.fixture
 def fault_settings(database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path) -> Settings:
     return make_settings(
@@ -176,6 +202,7 @@ async def test_router_killed_with_minus_9_loses_and_doubles_nothing(fault_settin
         assert len({r.numbered[0] for r in residents}) == 300
         requests, sources, out = await journal_counts(fault_settings)
         assert requests == sources == out == 300
+        assert await broken_references(fault_settings) == []
     finally:
         for process in (router, web):
             if process.poll() is None:
@@ -213,6 +240,7 @@ async def test_rabbitmq_restart_is_survived(fault_settings: Settings) -> None:
         assert all(len(r.numbered) == 1 for r in before + during)
         requests, sources, _ = await journal_counts(fault_settings)
         assert requests == sources == 20
+        assert await broken_references(fault_settings) == []
     finally:
         await hub.stop()
         await cleanup_topology(fault_settings)
@@ -270,6 +298,7 @@ async def test_database_gone_for_20_seconds_messages_wait_and_are_registered(
         assert all(len(r.numbered) == 1 for r in waiting)
         requests, sources, _ = await journal_counts(settings)
         assert requests == sources == 21
+        assert await broken_references(settings) == []
         j = Journal.connect(settings.mongo_url, settings.database_name)
         try:
             assert await j.dead_letters.count_documents({}) == 0
@@ -357,6 +386,7 @@ async def test_sigterm_drains_in_flight_work(fault_settings: Settings, tmp_path:
         await asyncio.sleep(2)
         requests, sources, replies = await journal_counts(fault_settings)
         assert requests == sources == replies == 200
+        assert await broken_references(fault_settings) == []
     finally:
         await bus.close()
         if router.poll() is None:
