@@ -119,12 +119,12 @@ class Journal:
         await self.db.command("ping")
 
     async def prepare(self, years: Iterable[int] = ()) -> None:
-        """Indexes and counters, created at start (counters before use: see DESIGN)."""
+        """Indexes and counters, created at start (counters before use: see DESIGN).
+
+        A person is found by phone through ``identities`` (``phone:+7…``), so contacts need no phone index;
+        every index costs each write on the hot path."""
         await self.contacts.create_indexes(
-            [
-                IndexModel([("identities", ASCENDING)], unique=True, name="identities_unique"),
-                IndexModel([("phones", ASCENDING)], name="phones"),
-            ]
+            [IndexModel([("identities", ASCENDING)], unique=True, name="identities_unique")]
         )
         await self.conversations.create_indexes(
             [
