@@ -79,6 +79,10 @@ class _Work:
     address_unknown: bool = False
     incident: dict[str, Any] | None = None
     """The incident this registration joined (another request is its master)."""
+    recovered: bool = False
+    """The request this message registers was written by an attempt that died before the message was."""
+    replayed: bool = False
+    """The conversation already shows this message's effects; it was planned from the state before them."""
 
 
 def _view(doc: dict[str, Any] | None) -> RequestView | None:
@@ -242,6 +246,8 @@ class Router:
         conversations = self._conversations(fresh, contacts, known_conversations)
         work = [_Work(m, contacts[m.id], conversations[m.conversation_key]) for m in fresh]
         for w in work:
+            _replay(w)
+        for w in work:
             if w.inbound.payload.get("replaces"):
                 w.replaces = str(w.inbound.payload["replaces"])
 
@@ -277,17 +283,14 @@ class Router:
                 number = request_number_in(text)
                 if number:
                     wanted.add(number)
-        related, existing = await asyncio.gather(
-            self.journal.requests_by_number(wanted),
-            self.journal.requests_by_source([m.id for m in fresh if m.id in redelivered]),
-        )
+        related = await self.journal.requests_by_number(wanted)
 
         now = self.clock()
         for w in work:
             w.step = plan(self._situation(w, related, thread_numbers, now), extracted[w.inbound.id])
 
         commit = Commit()
-        await self._number_and_link(work, existing, now, commit)
+        await self._number_and_link(work, redelivered, now, commit)
         for w in work:
             self._record(w, seen, related, now, commit, outcome)
         await self.journal.commit(commit)
@@ -362,19 +365,22 @@ class Router:
             address_unknown=w.address_unknown,
         )
 
-    async def _number_and_link(
-        self, work: list[_Work], existing: dict[str, dict[str, Any]], now: datetime, commit: Commit
-    ) -> None:
-        """Give every new registration its number and its incident, in one round trip to the journal;
-        a redelivered registration keeps the number (and the incident) it already has."""
+    async def _number_and_link(self, work: list[_Work], redelivered: set[str], now: datetime, commit: Commit) -> None:
+        """Give every new registration its number and its incident, in one round trip to the journal.
+
+        A redelivered message may have registered its request before the attempt died: it keeps that
+        number (and incident). The request is found by the draft's source, which for a registration
+        completed by an answer (the address asked for) is the earlier message."""
+        registering = [
+            w for w in work if w.step is not None and w.step.action == "register" and w.step.draft is not None
+        ]
+        sources = [w.step.draft.source_message_id for w in registering if w.inbound.id in redelivered]  # type: ignore[union-attr]
+        existing = await self.journal.requests_by_source(sources) if sources else {}
         need: list[_Work] = []
-        for w in work:
-            step = w.step
-            if step is None or step.action != "register" or step.draft is None:
-                continue
-            known = existing.get(step.draft.source_message_id)
+        for w in registering:
+            known = existing.get(w.step.draft.source_message_id)  # type: ignore[union-attr]
             if known is not None:
-                w.number, w.request = known["_id"], known
+                w.number, w.request, w.recovered = known["_id"], known, True
             else:
                 need.append(w)
         if not need:
@@ -423,8 +429,10 @@ class Router:
         number = w.number or step.number
         actor = f"resident:{contact['_id']}"
 
-        if w.request is not None and w.request.pop("_new", False):
+        new = w.request is not None and w.request.pop("_new", False)
+        if new:
             commit.requests.append(w.request)
+        if w.request is not None and (new or w.recovered):
             commit.audits.append(
                 audit_entry(
                     w.number or "",
@@ -438,7 +446,7 @@ class Router:
                     },
                     source="router",
                     message_id=inbound.id,
-                    at=now,
+                    at=w.request.get("registered_at") or now,
                     entry_id=f"{inbound.id}#registered",
                 )
             )
@@ -752,8 +760,12 @@ class Router:
             fields["last_request"] = w.number
             fields["emergency"] = bool(w.request.get("emergency"))
             fields["category"] = w.request.get("category")
+        fields["replay"] = {"message_id": inbound.id, **{k: conv.get(k) for k in _REPLAYED}}
         inc = {"unread": 1, "messages": 1 + len(step.replies)}
-        update = UpdateOne({"_id": conv["_id"]}, {"$set": fields, "$inc": inc})
+        change: dict[str, Any] = {"$set": fields}
+        if not w.replayed:
+            change["$inc"] = inc
+        update = UpdateOne({"_id": conv["_id"]}, change)
         if conv.pop("_new", False):
             doc = {**conv, **fields, "unread": inc["unread"], "messages": inc["messages"]}
             commit.new_conversations.append((doc, update))
@@ -837,6 +849,20 @@ class Router:
             doc["_new"] = True
             found[m.conversation_key] = doc
         return found
+
+
+_REPLAYED = ("state", "active_request", "last_request", "waiting_since", "emergency", "category")
+"""What a message changes in its conversation, kept as it was before, for a redelivery to plan from."""
+
+
+def _replay(w: _Work) -> None:
+    """A conversation updated by an attempt that died before recording the message shows the message's
+    own effects (its request as the active one); plan the redelivery from the state before them."""
+    replay = w.conversation.get("replay") or {}
+    if replay.get("message_id") != w.inbound.id:
+        return
+    w.conversation = {**w.conversation, **{k: replay.get(k) for k in _REPLAYED}}
+    w.replayed = True
 
 
 def reclassified(request: dict[str, Any], text: str, policy: DeadlinePolicy) -> dict[str, Any]:
