@@ -305,6 +305,22 @@ class Router:
             self._directory_read = time.monotonic()
         return self._directory
 
+    @staticmethod
+    def _restore_incidents(
+        masters: list[tuple[_Work, str, str]], found: dict[str, dict[str, Any]], commit: Commit
+    ) -> None:
+        for w, key, kind in masters:
+            assert w.request is not None and w.number is not None
+            incident = found.get(key)
+            if incident is None:
+                incident = _incident(w.number, key, kind, w.request, w.request["registered_at"])
+                found[key] = incident
+                commit.incidents.append(incident)
+            elif incident["_id"] != w.number:
+                w.incident = incident
+                w.request["incident_id"] = incident["_id"]
+                commit.request_updates.append(UpdateOne({"_id": w.number}, {"$set": {"incident_id": incident["_id"]}}))
+
     def _link_incidents(
         self, candidates: list[tuple[_Work, str, str]], found: dict[str, dict[str, Any]], now: datetime, commit: Commit
     ) -> None:
@@ -319,17 +335,7 @@ class Router:
             assert w.request is not None and w.number is not None
             incident = found.get(key)
             if incident is None:
-                incident = {
-                    "_id": w.number,
-                    "open_key": key,
-                    "kind": kind,
-                    "status": "open",
-                    "master": w.number,
-                    "building_key": w.request["address"]["key"],
-                    "address": w.request["address"].get("text"),
-                    "category": w.request["category"],
-                    "opened_at": now,
-                }
+                incident = _incident(w.number, key, kind, w.request, now)
                 found[key] = incident
                 commit.incidents.append(incident)
             else:
@@ -370,21 +376,26 @@ class Router:
 
         A redelivered message may have registered its request before the attempt died: it keeps that
         number (and incident). The request is found by the draft's source, which for a registration
-        completed by an answer (the address asked for) is the earlier message."""
+        completed by an answer (the address asked for) is the earlier message. Incidents are written
+        after requests, so a recovered master may have lost its incident: it is opened again, or, if
+        another report opened one meanwhile, the request joins that one."""
         registering = [
             w for w in work if w.step is not None and w.step.action == "register" and w.step.draft is not None
         ]
         sources = [w.step.draft.source_message_id for w in registering if w.inbound.id in redelivered]  # type: ignore[union-attr]
         existing = await self.journal.requests_by_source(sources) if sources else {}
         need: list[_Work] = []
+        masters: list[tuple[_Work, str, str]] = []
         for w in registering:
             known = existing.get(w.step.draft.source_message_id)  # type: ignore[union-attr]
-            if known is not None:
-                w.number, w.request, w.recovered = known["_id"], known, True
-            else:
+            if known is None:
                 need.append(w)
-        if not need:
-            return
+                continue
+            w.number, w.request, w.recovered = known["_id"], known, True
+            kind = incident_kind(known["category"], known.get("text", ""))
+            building = (known.get("address") or {}).get("key")
+            if known.get("incident_id") == w.number and building and kind:
+                masters.append((w, open_key(building, kind), kind))
         candidates: list[tuple[_Work, str, str]] = []
         for w in need:
             assert w.step is not None and w.step.draft is not None
@@ -393,11 +404,13 @@ class Router:
             kind = incident_kind(draft.classification.category.value, draft.text)
             if building and kind:
                 candidates.append((w, open_key(building, kind), kind))
+        keys = [key for _, key, _ in [*masters, *candidates]]
         year = registration_year(now, self.policy.tz)
         seqs, found = await asyncio.gather(
-            self.journal.reserve_numbers(year, len(need)),
-            self.journal.open_incidents([key for _, key, _ in candidates]) if candidates else _nothing(),
+            self.journal.reserve_numbers(year, len(need)) if need else _no_numbers(),
+            self.journal.open_incidents(keys) if keys else _nothing(),
         )
+        self._restore_incidents(masters, found, commit)
         for w, seq in zip(need, seqs, strict=True):
             w.number = format_number(year, seq)
             assert w.step is not None and w.step.draft is not None
@@ -921,6 +934,25 @@ def _new_contact(claim: dict[str, Any], inbound: Inbound) -> dict[str, Any]:
 
 async def _nothing() -> dict[str, dict[str, Any]]:
     return {}
+
+
+async def _no_numbers() -> list[int]:
+    return []
+
+
+def _incident(number: str, key: str, kind: str, request: dict[str, Any], opened_at: datetime) -> dict[str, Any]:
+    """An incident opened by the request ``number``, its master."""
+    return {
+        "_id": number,
+        "open_key": key,
+        "kind": kind,
+        "status": "open",
+        "master": number,
+        "building_key": request["address"]["key"],
+        "address": request["address"].get("text"),
+        "category": request["category"],
+        "opened_at": opened_at,
+    }
 
 
 def _attachment_preview(inbound: Inbound) -> str:

@@ -139,21 +139,24 @@ async def journal_counts(settings: Settings) -> tuple[int, int, int]:
 
 
 async def broken_references(settings: Settings) -> list[str]:
-    """What a partial write could have left: requests naming a resident or conversation that is not there,
-    a registration without its audit entry, a message naming a request that is not there."""
+    """What a partial write could have left: requests naming a resident, conversation or incident that is
+    not there, a registration without its audit entry, a message naming a request that is not there."""
     j = Journal.connect(settings.mongo_url, settings.database_name)
     try:
         contacts = set(await j.contacts.distinct("_id"))
         conversations = set(await j.conversations.distinct("_id"))
         audited = set(await j.audit.distinct("request", {"action": "registered"}))
+        incidents = set(await j.incidents.distinct("_id"))
         numbers: set[str] = set()
         broken: list[str] = []
-        async for r in j.requests.find({}, {"contact_id": 1, "conversation_id": 1}):
+        async for r in j.requests.find({}, {"contact_id": 1, "conversation_id": 1, "incident_id": 1}):
             numbers.add(r["_id"])
             if r.get("contact_id") not in contacts:
                 broken.append(f"{r['_id']}: contact {r.get('contact_id')} missing")
             if r.get("conversation_id") not in conversations:
                 broken.append(f"{r['_id']}: conversation {r.get('conversation_id')} missing")
+            if r.get("incident_id") and r["incident_id"] not in incidents:
+                broken.append(f"{r['_id']}: incident {r['incident_id']} missing")
             if r["_id"] not in audited:
                 broken.append(f"{r['_id']}: no registration audit entry")
         async for m in j.messages.find({"request_number": {"$ne": None}}, {"request_number": 1}):

@@ -37,7 +37,12 @@ class CrashingCollection:
         return getattr(self._real, name)
 
 
-FIRST_MESSAGE_CRASHES = [("requests", "insert_many"), ("audit", "insert_many"), ("messages", "insert_many")]
+FIRST_MESSAGE_CRASHES = [
+    ("requests", "insert_many"),
+    ("incidents", "insert_many"),
+    ("audit", "insert_many"),
+    ("messages", "insert_many"),
+]
 """A new conversation is inserted whole before the request; these are the points after it."""
 LATER_MESSAGE_CRASHES = [*FIRST_MESSAGE_CRASHES, ("conversations", "bulk_write")]
 
@@ -79,6 +84,8 @@ async def assert_registered_once(journal: Journal, outcome: Any, session: str) -
     assert "зарегистрирована" in reply.text and request["_id"] in reply.text
     audit = [a async for a in journal.audit.find({"request": request["_id"], "action": "registered"})]
     assert len(audit) == 1
+    if request.get("incident_id"):
+        assert await journal.incidents.find_one({"_id": request["incident_id"]}) is not None
     return request
 
 
@@ -89,7 +96,9 @@ async def test_a_first_message_interrupted_mid_write_is_registered_once(
     session = f"crash{unique}{where[0]}"
     message = chat(session, 1, "Прорвало трубу, хлещет вода! ул. Ленина 5 кв 12")
     outcome = await crash_then_redeliver(router, journal, message, where)
-    await assert_registered_once(journal, outcome, session)
+    request = await assert_registered_once(journal, outcome, session)
+    incident = await journal.incidents.find_one({"_id": request["incident_id"]})
+    assert incident is not None and incident["master"] == request["_id"] and incident["status"] == "open"
     conversation = await journal.conversations.find_one({"_id": message.conversation_key})
     assert conversation is not None and conversation["unread"] == 1
 
@@ -105,6 +114,27 @@ async def test_an_address_answer_interrupted_mid_write_registers_the_waiting_req
     outcome = await crash_then_redeliver(router, journal, answer, where)
     request = await assert_registered_once(journal, outcome, session)
     assert request["source_message_id"] == f"webchat:{session}:1"
-    assert request["category"] == "elevator_fault"
+    assert request["category"] == "elevator_fault" and request["incident_id"] == request["_id"]
     conversation = await journal.conversations.find_one({"_id": answer.conversation_key})
     assert conversation is not None and conversation["unread"] == 2
+
+
+async def test_a_recovered_report_joins_the_incident_another_report_opened_meanwhile(
+    router: Router, journal: Journal, unique: str
+) -> None:
+    text = "Прорвало трубу, хлещет вода! ул. Ленина 5 кв {flat}"
+    first = chat(f"first{unique}", 1, text.format(flat=12))
+    real = journal.incidents
+    journal.incidents = CrashingCollection(real, "insert_many")  # type: ignore[assignment]
+    try:
+        with pytest.raises(Crash):
+            await router.process([first])
+    finally:
+        journal.incidents = real  # type: ignore[assignment]
+    second = await router.process([chat(f"second{unique}", 1, text.format(flat=14))])
+    opened_by = second.outbounds[0].request_number
+    await router.process([first], redelivered={first.id})
+    recovered = await journal.requests.find_one({"source_message_id": first.id})
+    assert recovered is not None and recovered["_id"] != opened_by
+    assert recovered["incident_id"] == opened_by
+    assert [i["_id"] async for i in journal.incidents.find({})] == [opened_by]
