@@ -379,15 +379,17 @@ class Router:
         completed by an answer (the address asked for) is the earlier message. Incidents are written
         after requests, so a recovered master may have lost its incident: it is opened again, or, if
         another report opened one meanwhile, the request joins that one."""
-        registering = [
-            w for w in work if w.step is not None and w.step.action == "register" and w.step.draft is not None
+        registering: list[tuple[_Work, str]] = [
+            (w, w.step.draft.source_message_id)
+            for w in work
+            if w.step is not None and w.step.action == "register" and w.step.draft is not None
         ]
-        sources = [w.step.draft.source_message_id for w in registering if w.inbound.id in redelivered]  # type: ignore[union-attr]
-        existing = await self.journal.requests_by_source(sources) if sources else {}
+        wanted = [source for w, source in registering if w.inbound.id in redelivered]
+        existing = await self.journal.requests_by_source(wanted) if wanted else {}
         need: list[_Work] = []
         masters: list[tuple[_Work, str, str]] = []
-        for w in registering:
-            known = existing.get(w.step.draft.source_message_id)  # type: ignore[union-attr]
+        for w, source in registering:
+            known = existing.get(source)
             if known is None:
                 need.append(w)
                 continue
