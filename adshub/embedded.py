@@ -54,6 +54,10 @@ class EmbeddedDatabase:
     def url(self) -> str:
         return f"mongodb://{self.host}:{self.port}/"
 
+    @property
+    def log_path(self) -> Path:
+        return self.storage.parent / "secantus.log"
+
     def start(self, timeout: float = 60.0) -> None:
         self.spawn()
         self.wait_ready(timeout)
@@ -68,7 +72,6 @@ class EmbeddedDatabase:
                 "pip install 'adshub[embedded]' or point ADSHUB_MONGO_URL at a MongoDB server"
             ) from exc
         self.storage.mkdir(parents=True, exist_ok=True)
-        log_path = self.storage.parent / "secantus.log"
         command = [
             sys.executable,
             "-m",
@@ -84,7 +87,7 @@ class EmbeddedDatabase:
             "--cache-size",
             self.cache_size,
         ]
-        with open(log_path, "ab") as log_file:
+        with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 command,
                 stdout=log_file,
@@ -97,17 +100,16 @@ class EmbeddedDatabase:
     def wait_ready(self, timeout: float = 60.0) -> None:
         if self.process is None:
             raise RuntimeError("spawn() the embedded database before waiting for it")
-        log_path = self.storage.parent / "secantus.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ConfigurationError(f"the embedded database exited at start; see {log_path}")
+                raise ConfigurationError(f"the embedded database exited at start; see {self.log_path}")
             if port_open(self.host, self.port):
                 log.info("embedded database (SecantusDB) serving %s with data in %s", self.url, self.storage)
                 return
             time.sleep(0.1)
         self.stop()
-        raise ConfigurationError(f"the embedded database did not start within {timeout:.0f}s; see {log_path}")
+        raise ConfigurationError(f"the embedded database did not start within {timeout:.0f}s; see {self.log_path}")
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:

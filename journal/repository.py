@@ -181,6 +181,8 @@ class Journal:
 
     async def reserve_numbers(self, year: int, count: int) -> list[int]:
         """``count`` consecutive sequence numbers of ``year``, atomically; never reused."""
+        if count == 0:
+            return []
         for _ in range(3):
             doc = await self.counters.find_one_and_update(
                 {"_id": f"requests:{year}"}, {"$inc": {"seq": count}}, return_document=ReturnDocument.AFTER
@@ -276,6 +278,8 @@ class Journal:
         await self.contacts.update_one({"_id": contact_id}, update)
 
     async def open_incidents(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not keys:
+            return {}
         cursor = self.incidents.find({"open_key": {"$in": sorted(set(keys))}, "status": "open"})
         return {doc["open_key"]: doc async for doc in cursor}
 

@@ -53,3 +53,11 @@ def incident_kind(category: str, text: str) -> str | None:
 
 def open_key(building: str, kind: str) -> str:
     return f"{building}#{kind}"
+
+
+def incident_of(category: str, text: str, building: str | None) -> tuple[str, str] | None:
+    """The open key and kind of the incident a report at ``building`` belongs to, if it can group."""
+    kind = incident_kind(category, text)
+    if building is None or kind is None:
+        return None
+    return open_key(building, kind), kind

@@ -36,7 +36,7 @@ from router.categories import info
 from router.classify import classify
 from router.deadlines import DeadlinePolicy, format_number, planned_deadline, registration_year, regulatory_clocks
 from router.incidents import WINDOW as INCIDENT_WINDOW
-from router.incidents import incident_kind, open_key
+from router.incidents import incident_of
 from router.phones import extract_phones, normalize_phone
 from router.records import (
     address_doc,
@@ -247,7 +247,6 @@ class Router:
         work = [_Work(m, contacts[m.id], conversations[m.conversation_key]) for m in fresh]
         for w in work:
             _replay(w)
-        for w in work:
             if w.inbound.payload.get("replaces"):
                 w.replaces = str(w.inbound.payload["replaces"])
 
@@ -394,23 +393,20 @@ class Router:
                 need.append(w)
                 continue
             w.number, w.request, w.recovered = known["_id"], known, True
-            kind = incident_kind(known["category"], known.get("text", ""))
-            building = (known.get("address") or {}).get("key")
-            if known.get("incident_id") == w.number and building and kind:
-                masters.append((w, open_key(building, kind), kind))
+            incident = incident_of(known["category"], known.get("text", ""), (known.get("address") or {}).get("key"))
+            if known.get("incident_id") == w.number and incident is not None:
+                masters.append((w, *incident))
         candidates: list[tuple[_Work, str, str]] = []
         for w in need:
             assert w.step is not None and w.step.draft is not None
             draft = w.step.draft
-            building = building_key(draft.address)
-            kind = incident_kind(draft.classification.category.value, draft.text)
-            if building and kind:
-                candidates.append((w, open_key(building, kind), kind))
-        keys = [key for _, key, _ in [*masters, *candidates]]
+            incident = incident_of(draft.classification.category.value, draft.text, building_key(draft.address))
+            if incident is not None:
+                candidates.append((w, *incident))
         year = registration_year(now, self.policy.tz)
         seqs, found = await asyncio.gather(
-            self.journal.reserve_numbers(year, len(need)) if need else _no_numbers(),
-            self.journal.open_incidents(keys) if keys else _nothing(),
+            self.journal.reserve_numbers(year, len(need)),
+            self.journal.open_incidents([key for _, key, _ in [*masters, *candidates]]),
         )
         self._restore_incidents(masters, found, commit)
         for w, seq in zip(need, seqs, strict=True):
@@ -932,14 +928,6 @@ def _new_contact(claim: dict[str, Any], inbound: Inbound) -> dict[str, Any]:
         "created_at": inbound.received_at,
         "updated_at": inbound.received_at,
     }
-
-
-async def _nothing() -> dict[str, dict[str, Any]]:
-    return {}
-
-
-async def _no_numbers() -> list[int]:
-    return []
 
 
 def _incident(number: str, key: str, kind: str, request: dict[str, Any], opened_at: datetime) -> dict[str, Any]:

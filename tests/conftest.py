@@ -23,7 +23,10 @@ from adshub.bus import RabbitBus, Topology
 from adshub.embedded import EmbeddedDatabase, free_port
 from adshub.runtime import Hub
 from adshub.settings import Settings
+from bots.texts import Texts
 from journal.repository import Journal
+from router.deadlines import DeadlinePolicy
+from router.service import Router
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ADSHUB_SHARED_DIR", REPO.parent / "shared"))
@@ -113,6 +116,12 @@ async def journal(settings: Settings) -> AsyncIterator[Journal]:
     yield j
     await j.client.drop_database(settings.database_name)
     await j.close()
+
+
+@pytest.fixture
+async def router(journal: Journal, bus: RabbitBus) -> Router:
+    """The router alone, on the test's journal and bus, for feeding it messages directly."""
+    return Router(journal, bus, Texts(DeadlinePolicy().tz, "УК «Тестовая»"), DeadlinePolicy())
 
 
 @pytest.fixture

@@ -8,11 +8,8 @@ from typing import Any
 
 import pytest
 
-from adshub.bus import RabbitBus
 from adshub.contract import Inbound, Sender
-from bots.texts import Texts
 from journal.repository import Journal
-from router.deadlines import DeadlinePolicy
 from router.service import Router
 
 
@@ -56,11 +53,6 @@ def chat(session: str, n: int, text: str) -> Inbound:
         text=text,
         received_at=datetime.now(UTC),
     )
-
-
-@pytest.fixture
-async def router(journal: Journal, bus: RabbitBus) -> Router:
-    return Router(journal, bus, Texts(DeadlinePolicy().tz, "УК «Тестовая»"), DeadlinePolicy())
 
 
 async def crash_then_redeliver(router: Router, journal: Journal, message: Inbound, where: tuple[str, str]) -> Any:

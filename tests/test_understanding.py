@@ -55,11 +55,6 @@ def message(
     )
 
 
-@pytest.fixture
-async def router(journal: Journal, bus: RabbitBus) -> Router:
-    return Router(journal, bus, Texts(DeadlinePolicy().tz, "УК «Тестовая»"), DeadlinePolicy())
-
-
 def test_directory_csv_in_windows_1251_with_semicolons() -> None:
     docs = parse_buildings(DIRECTORY)
     assert [d["key"] for d in docs] == ["ленина|7|2", "ленина|12", "мира|15", "садовая|3"]
