@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -240,6 +240,41 @@ def _wrap(message: AbstractIncomingMessage) -> Delivery:
     )
 
 
+class Bus(Protocol):
+    """What the parts of the hub ask of the message bus; ``RabbitBus`` is the one implementation."""
+
+    topology: Topology
+
+    async def publish_inbound(self, inbound: Inbound) -> None: ...
+
+    async def publish_outbound(self, outbound: Outbound) -> None: ...
+
+    async def publish_outbounds(self, outbounds: Sequence[Outbound]) -> None: ...
+
+    async def publish_event(self, event: Event) -> None: ...
+
+    async def publish_events(self, events: Sequence[Event]) -> None: ...
+
+    async def dead_letter(self, delivery: Delivery, reason: str, source: str) -> None: ...
+
+    async def declare_outbound_queue(self, channel_name: str) -> str: ...
+
+    async def consume(
+        self,
+        queue_name: str,
+        handler: BatchHandler,
+        *,
+        max_batch: int = 1,
+        max_wait: float = 0.0,
+        prefetch: int | None = None,
+        lanes: int = 1,
+    ) -> Consumer: ...
+
+    async def consume_private(
+        self, exchange: str, routing_keys: Sequence[str], handler: BatchHandler, *, max_batch: int = 50
+    ) -> Consumer: ...
+
+
 class RabbitBus:
     """The one bus implementation: RabbitMQ with confirms, durable queues and a dead-letter queue."""
 
@@ -275,12 +310,12 @@ class RabbitBus:
 
     async def _declare(self, channel: AbstractChannel) -> None:
         t = self.topology
-        durable = {"durable": True}
+        kinds = aio_pika.ExchangeType
         self._exchanges = {
-            "inbound": await channel.declare_exchange(t.inbound_exchange, aio_pika.ExchangeType.DIRECT, **durable),
-            "outbound": await channel.declare_exchange(t.outbound_exchange, aio_pika.ExchangeType.DIRECT, **durable),
-            "events": await channel.declare_exchange(t.events_exchange, aio_pika.ExchangeType.TOPIC, **durable),
-            "dead": await channel.declare_exchange(t.dead_exchange, aio_pika.ExchangeType.FANOUT, **durable),
+            "inbound": await channel.declare_exchange(t.inbound_exchange, kinds.DIRECT, durable=True),
+            "outbound": await channel.declare_exchange(t.outbound_exchange, kinds.DIRECT, durable=True),
+            "events": await channel.declare_exchange(t.events_exchange, kinds.TOPIC, durable=True),
+            "dead": await channel.declare_exchange(t.dead_exchange, kinds.FANOUT, durable=True),
         }
         dead = await channel.declare_queue(t.dead_queue, durable=True)
         await dead.bind(self._exchanges["dead"])

@@ -8,6 +8,7 @@ inbound, ``<inbound id>#<purpose>`` (or another stable string) for outbound.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -165,3 +166,24 @@ class Event(BaseModel):
     request_number: str | None = None
     message_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChannelProfile:
+    """What a channel can do, as the rest of the hub needs to know it: nothing outside the channels
+    compares a channel's name, it asks its profile."""
+
+    name: str
+    title: str
+    """What dispatchers and the exported journal call it («Чат на сайте»)."""
+    can_reply: bool = True
+    """A message that came on it can be answered on it (a voicemail cannot: the way back is a callback)."""
+    threads_by_subject: bool = False
+    """Replies carry a subject that keeps them in the resident's thread (mail)."""
+    notifies_executors: bool = False
+    """It can notify an executor at the address kept under its name in the staff directory."""
+    official_mail: bool = False
+    """It sends letters to organisations (the municipal notice of an accident)."""
+    local_delivery: bool = False
+    """Replies reach residents through connections held by the very process that runs it (web chat): every
+    process then receives a copy of each reply for its own connections."""

@@ -42,6 +42,12 @@ class Metrics:
             "Messages returned to the queue after a transient failure",
             registry=registry,
         )
+        self.duplicates = Counter(
+            "adshub_duplicates_suppressed_total",
+            "Messages seen again and not processed twice, per stage (router: inbound, delivery: replies)",
+            ["stage"],
+            registry=registry,
+        )
         self.queue_depth = Gauge("adshub_queue_depth", "Messages waiting in a queue", ["queue"], registry=registry)
 
     def render(self) -> bytes:

@@ -8,12 +8,14 @@ hub at start with a message naming the variable, never later at 3 a.m.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adshub.errors import ConfigurationError
@@ -22,7 +24,10 @@ ENV_PREFIX = "ADSHUB_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    """The hub's own settings. Each channel owns its settings model (``ChannelSettings``) and reads it through
+    ``channel()``; unknown names given here are kept for those models."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="allow")
 
     mongo_url: str = "mongodb://127.0.0.1:27017/adshub"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -46,39 +51,18 @@ class Settings(BaseSettings):
     handoff_minutes: int = Field(5, ge=1, le=60)
     clock_warning_minutes: int = Field(5, ge=0, le=24 * 60)
 
-    secret_key: SecretStr = SecretStr("")
     cookie_secure: bool = False
-    chat_allowed_origins: str = ""
-    chat_rate_per_minute: int = Field(20, ge=1)
-    chat_ip_rate_per_minute: int = Field(120, ge=1)
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
 
-    telegram_token: SecretStr = SecretStr("")
-    telegram_api_base: str = "https://api.telegram.org"
-    telegram_webhook_url: str = ""
-    telegram_webhook_secret: SecretStr = SecretStr("")
-    telegram_poll_timeout: int = Field(25, ge=0, le=50)
-
-    vk_token: SecretStr = SecretStr("")
-    vk_group_id: int = 0
-    vk_api_base: str = "https://api.vk.ru/method"
-    vk_api_version: str = "5.199"
-    vk_wait: int = Field(25, ge=1, le=90)
-
-    imap_url: SecretStr = SecretStr("")
-    imap_poll_seconds: float = Field(30.0, gt=0)
-    smtp_url: SecretStr = SecretStr("")
-    email_from: str = ""
-
-    voicemail_spool: Path | None = None
-    voicemail_poll_seconds: float = Field(2.0, gt=0)
-    voicemail_webhook_secret: SecretStr = SecretStr("")
-    mango_api_key: SecretStr = SecretStr("")
-    mango_api_salt: SecretStr = SecretStr("")
-    mango_api_base: str = "https://app.mango-office.ru/vpbx"
-
     municipality_email: str = ""
+
+    _env_file: Any = PrivateAttr(default=".env")
+    _channels: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._env_file = values.get("_env_file", ".env")
 
     @field_validator("tz")
     @classmethod
@@ -103,28 +87,10 @@ class Settings(BaseSettings):
             raise ValueError("must start with amqp:// or amqps://")
         return value
 
-    @field_validator("telegram_api_base", "vk_api_base", "mango_api_base", "telegram_webhook_url", "public_url")
+    @field_validator("public_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
-
-    @field_validator("imap_url")
-    @classmethod
-    def _imap_scheme(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        if raw and urlsplit(raw).scheme not in ("imap", "imaps"):
-            raise ValueError("must be imap://user:pass@host:port/MAILBOX or imaps://…")
-        return value
-
-    @field_validator("smtp_url")
-    @classmethod
-    def _smtp_scheme(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        if raw and urlsplit(raw).scheme not in ("smtp", "smtps"):
-            raise ValueError("must be smtp://user:pass@host:port or smtps://…")
-        return value
+    def _public_url(cls, value: str) -> str:
+        return http_url(value)
 
     @cached_property
     def zone(self) -> ZoneInfo:
@@ -149,18 +115,48 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         return self.public_url or f"http://{self.http_host}:{self.http_port}"
 
-    @property
-    def allowed_chat_origins(self) -> set[str]:
-        return {o.strip().rstrip("/") for o in self.chat_allowed_origins.split(",") if o.strip()}
+    def channel(self, model: type[C]) -> C:
+        """The settings a channel owns (``model``), read from the same environment and ``.env`` file.
+
+        Values given to ``Settings(...)`` directly (tests, embedding code) for the channel's fields win."""
+        found = self._channels.get(model)
+        if found is None:
+            extra = self.model_extra or {}
+            overrides = {k: v for k, v in extra.items() if k in model.model_fields}
+            found = _validated(lambda: model(_env_file=self._env_file, **overrides))
+            self._channels[model] = found
+        return cast(C, found)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings, turning a validation error into one line per bad variable."""
+class ChannelSettings(BaseSettings):
+    """What a channel reads from the environment: its own fields under the hub's ``ADSHUB_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+
+C = TypeVar("C", bound=BaseSettings)
+T = TypeVar("T")
+
+
+def http_url(value: str) -> str:
+    """An http(s) base URL without its trailing slash; empty stays empty."""
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _validated(make: Callable[[], T]) -> T:
+    """Build settings, turning a validation error into one line per bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return make()
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
         raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the hub's settings; a wrong value names its variable."""
+    return _validated(lambda: Settings(**overrides))

@@ -1,40 +1,21 @@
-"""The hub's aiohttp server, the aiohttp-demos way: ``init_app(settings, services)``,
-typed ``web.AppKey``s, ``cleanup_ctx`` for clients, an error middleware that
-renders templates, and security headers on every response.
+"""What every web part of the hub shares: the settings and template keys of an aiohttp app, and rendering.
+
+The app factory with its middlewares is the application's (``app.web``); pages of
+the channels and of the inbox render through ``render`` so that they all get the
+same environment, autoescaping and error pages.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
-from adshub.errors import ForgedInput, InvalidInput
-from adshub.metrics import METRICS
 from adshub.settings import Settings
 from templates import TEMPLATES_DIR
 
-log = logging.getLogger("adshub.web")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Services:
-    """Long-lived clients shared by the parts of one process."""
-
-    settings: Settings
-    journal: Any
-    bus: Any
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 SETTINGS = web.AppKey("settings", Settings)
-SERVICES = web.AppKey("services", Services)
 JINJA = web.AppKey("jinja", jinja2.Environment)
 
 CSP = (
@@ -44,7 +25,7 @@ CSP = (
 
 
 def html_environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
         undefined=jinja2.ChainableUndefined,
@@ -52,120 +33,9 @@ def html_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env
 
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     env = request.app[JINJA]
     body = env.get_template(template).render(**context)
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
-
-
-def _wants_json(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept or request.path.startswith(
-        ("/api/", "/telephony/", "/telegram/", "/vk/", "/chat/ws", "/metrics")
-    )
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes a clear page or JSON body; an unexpected one is logged, never leaked."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.empty_body:
-            raise
-        return _error_response(request, exc.status, exc.text or exc.reason, exc.headers)
-    except ForgedInput as exc:
-        log.warning("refused a forged request to %s from %s: %s", request.path, request.remote, exc)
-        return _error_response(request, 403, "Доступ запрещён", None)
-    except InvalidInput as exc:
-        return _error_response(request, 400, str(exc), None)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error_response(request, 500, "Внутренняя ошибка сервера", None)
-
-
-def _error_response(request: web.Request, status: int, message: str, headers: Any) -> web.Response:
-    keep = {k: v for k, v in (headers or {}).items() if k.lower() in ("retry-after", "www-authenticate", "location")}
-    if _wants_json(request):
-        return web.json_response({"error": message, "status": status}, status=status, headers=keep)
-    try:
-        response = render(request, "errors/error.html", {"status": status, "message": message}, status=status)
-    except jinja2.TemplateError:
-        response = web.Response(text=f"{status}: {message}", status=status)
-    response.headers.update(keep)
-    return response
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if response.content_type == "text/html":
-        response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
-
-
-UPLOAD_PATHS = ("/inbox/r/",)
-"""Only a signed-in dispatcher's photo report may exceed the ordinary body limit."""
-
-
-def body_limit(limit: int) -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.content_length or 0) > limit and not request.path.startswith(UPLOAD_PATHS):
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or 0)
-        return await handler(request)
-
-    return middleware
-
-
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        body=METRICS.render(), content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
-    )
-
-
-async def health(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    try:
-        await services.journal.ping()
-        db = "ok"
-    except Exception as exc:
-        db = f"unavailable: {type(exc).__name__}"
-    status = 200 if db == "ok" else 503
-    return web.json_response({"database": db}, status=status)
-
-
-CleanupContext = Callable[[web.Application], AsyncIterator[None]]
-
-
-def init_app(
-    settings: Settings,
-    services: Services,
-    routes: Sequence[web.AbstractRouteDef] = (),
-    cleanup: Sequence[CleanupContext] = (),
-    subapps: Sequence[tuple[str, web.Application]] = (),
-) -> web.Application:
-    app = web.Application(
-        middlewares=[security_headers, error_middleware, body_limit(settings.max_body_bytes)],
-        client_max_size=max(settings.max_body_bytes, settings.max_attachment_bytes),
-    )
-    app[SETTINGS] = settings
-    app[SERVICES] = services
-    app[JINJA] = html_environment()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", health)
-    app.router.add_static("/static", TEMPLATES_DIR / "static", append_version=True)
-    app.router.add_routes(list(routes))
-    for prefix, sub in subapps:
-        sub[JINJA] = app[JINJA]
-        sub[SETTINGS] = settings
-        sub[SERVICES] = services
-        app.add_subapp(prefix, sub)
-    app.cleanup_ctx.extend(cleanup)
-    return app

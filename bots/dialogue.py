@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from adshub.contract import Button, Inbound
-from router.address import Address
-from router.categories import Category, info
-from router.classify import Classification, classify
+from adshub.contract import Button, Inbound, OutboundKind
+from domain.address import Address
+from domain.categories import Category, info
+from domain.classify import Classification, classify
 
 NUMBER_RE = re.compile(r"(?<!\d)(20\d{2})\s*[-–/]\s*(\d{1,6})(?!\d)")
 CLOSED_STATUSES = frozenset({"done", "cancelled"})
@@ -136,7 +136,7 @@ class Reply:
     template: str
     context: dict[str, Any] = field(default_factory=dict)
     buttons: tuple[tuple[Button, ...], ...] = ()
-    kind: str = "reply"
+    kind: OutboundKind = "reply"
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,14 @@ greeting and a signature). Times are shown in the company's time zone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
 
-from router.categories import Category, info
+from domain.categories import Category, info
 from templates import TEMPLATES_DIR
 
 STATUS_NAMES = {
@@ -127,7 +128,7 @@ class Texts:
             outer.render(body=_tidy(body), company=self.company_name, company_phone=self.company_phone, **context)
         )
 
-    def request_context(self, request: dict[str, Any]) -> dict[str, Any]:
+    def request_context(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Everything a reply about a request may mention, formatted for residents."""
         registered = request["registered_at"]
         clocks = request.get("clocks") or {}

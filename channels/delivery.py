@@ -15,12 +15,12 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from adshub.bus import Delivery, RabbitBus
+from adshub.bus import Bus, Delivery
 from adshub.contract import Event, Outbound, utcnow
 from adshub.errors import PermanentDeliveryError, RetryableDeliveryError
 from adshub.metrics import METRICS
-from channels.base import Channel
-from journal.repository import Journal, is_transient
+from channels.base import Channel, ChannelJournal
+from journal.repository import is_transient
 
 log = logging.getLogger("adshub.delivery")
 FLUSH_INTERVAL = 0.25
@@ -30,7 +30,12 @@ class DeliveryWorker:
     """Consumes a channel's outbound queue and hands each reply to ``channel.send``."""
 
     def __init__(
-        self, channel: Channel, bus: RabbitBus, journal: Journal, retry_window: float = 600.0, max_backoff: float = 30.0
+        self,
+        channel: Channel,
+        bus: Bus,
+        journal: ChannelJournal,
+        retry_window: float = 600.0,
+        max_backoff: float = 30.0,
     ) -> None:
         self.channel = channel
         self.bus = bus
@@ -42,7 +47,7 @@ class DeliveryWorker:
         self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.channel.local_delivery:
+        if self.channel.profile.local_delivery:
             self._flusher = asyncio.create_task(self._flush_loop(), name=f"delivery-records:{self.channel.name}")
             await self.bus.consume_private("outbound", [self.channel.name], self.handle)
         else:
@@ -68,7 +73,9 @@ class DeliveryWorker:
                 await d.ack()
         try:
             already = (
-                await self.journal.delivered_ids([o.id for _, o in fresh]) if not self.channel.local_delivery else set()
+                await self.journal.delivered_ids([o.id for _, o in fresh])
+                if not self.channel.profile.local_delivery
+                else set()
             )
         except Exception as exc:
             if not is_transient(exc):
@@ -176,7 +183,7 @@ class DeliveryWorker:
         sent = [o for _, o, status, _ in outcomes if status == "sent"]
         failed = [(o, e) for _, o, status, e in outcomes if status == "failed"]
         now = utcnow()
-        if self.channel.local_delivery:
+        if self.channel.profile.local_delivery:
             self._unrecorded.extend((o, now) for o in sent)
             sent = []
         for _ in range(10):

@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from aiohttp import web
+from pydantic import Field, SecretStr, field_validator
 
-from adshub.contract import Attachment, Inbound, Outbound, Sender
+from adshub.contract import Attachment, ChannelProfile, Inbound, Outbound, Sender
 from adshub.errors import ConfigurationError, PermanentDeliveryError, RetryableDeliveryError, TransientError
-from adshub.metrics import METRICS
-from channels.base import ChannelContext, Publish, SendResult, pause
+from adshub.settings import ChannelSettings, Settings
+from channels.base import BaseChannel, ChannelContext, SendResult
 from channels.mime import ParsedMail, parse_mail
 
 log = logging.getLogger("adshub.channels.email")
@@ -106,7 +106,7 @@ class Mailbox:
     def new_uids(self, after: int) -> list[int]:
         assert self.imap is not None
         self.imap.noop()
-        typ, data = self.imap.uid("SEARCH", None, f"UID {after + 1}:*")
+        typ, data = self.imap.uid("SEARCH", f"UID {after + 1}:*")
         if typ != "OK":
             raise imaplib.IMAP4.error("UID SEARCH failed")
         uids = [int(u) for u in (data[0] or b"").split()]
@@ -173,74 +173,94 @@ def to_inbound(
     )
 
 
-class Email:
+class EmailSettings(ChannelSettings):
+    """A mailbox to read (IMAP) and a server to send through (SMTP); either switches the channel on."""
+
+    imap_url: SecretStr = SecretStr("")
+    imap_poll_seconds: float = Field(30.0, gt=0)
+    smtp_url: SecretStr = SecretStr("")
+    email_from: str = ""
+
+    @field_validator("imap_url")
+    @classmethod
+    def _imap_scheme(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and urlsplit(raw).scheme not in ("imap", "imaps"):
+            raise ValueError("must be imap://user:pass@host:port/MAILBOX or imaps://…")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and urlsplit(raw).scheme not in ("smtp", "smtps"):
+            raise ValueError("must be smtp://user:pass@host:port or smtps://…")
+        return value
+
+
+class Email(BaseChannel):
     """The email channel."""
 
     name: ClassVar[str] = "email"
-    local_delivery: ClassVar[bool] = False
+    profile: ClassVar[ChannelProfile] = ChannelProfile(
+        "email", "Электронная почта", threads_by_subject=True, notifies_executors=True, official_mail=True
+    )
+    settings_model: ClassVar[type[ChannelSettings]] = EmailSettings
 
     def __init__(self, context: ChannelContext) -> None:
-        s = context.settings
-        self.context = context
-        self.settings = s
-        imap_url = s.imap_url.get_secret_value()
-        smtp_url = s.smtp_url.get_secret_value()
+        super().__init__(context)
+        config: EmailSettings = self.config_of(context.settings)
+        self.config = config
+        imap_url = config.imap_url.get_secret_value()
+        smtp_url = config.smtp_url.get_secret_value()
         self.imap = MailServer.parse(imap_url, (143, 993)) if imap_url else None
         self.smtp = MailServer.parse(smtp_url, (25, 465)) if smtp_url else None
-        self.sender = s.email_from or (self.imap.user if self.imap and "@" in self.imap.user else "")
-        self._publish: Publish | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self.sender = config.email_from or (self.imap.user if self.imap and "@" in self.imap.user else "")
 
     @classmethod
-    def configured(cls, settings: Any) -> bool:
-        return bool(settings.imap_url.get_secret_value() or settings.smtp_url.get_secret_value())
-
-    def routes(self) -> list[web.AbstractRouteDef]:
-        return []
+    def configured(cls, settings: Settings) -> bool:
+        config = cls.config_of(settings)
+        return bool(config.imap_url.get_secret_value() or config.smtp_url.get_secret_value())
 
     @property
     def cursor_name(self) -> str:
         assert self.imap is not None
         return f"imap:{self.imap.user}@{self.imap.host}:{self.imap.port}/{self.imap.mailbox}"
 
-    async def start(self, publish: Publish) -> None:
-        self._publish = publish
+    async def open(self) -> None:
         if self.imap is not None:
-            self._task = asyncio.create_task(self._run(), name="email-intake")
+            self.run(self._run(), "intake")
 
     async def stop(self) -> None:
+        """A letter being taken finishes first (its \\Seen flag follows the broker's confirm)."""
         self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 30)
-
-    async def _sleep(self, seconds: float) -> None:
-        await pause(self._stopping, seconds)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.gather(*self._tasks), 30)
+        await super().stop()
 
     async def _run(self) -> None:
         assert self.imap is not None
         delay = 1.0
-        while not self._stopping.is_set():
+        while not self.stopping:
             mailbox = Mailbox(self.imap)
             try:
                 await asyncio.to_thread(mailbox.open)
                 delay = 1.0
-                while not self._stopping.is_set():
+                while not self.stopping:
                     await self._take_new(mailbox)
-                    await self._sleep(self.settings.imap_poll_seconds)
+                    await self.sleep(self.config.imap_poll_seconds)
             except TransientError as exc:
                 log.warning("broker unavailable; the letter stays unread: %s", exc)
-                await self._sleep(2.0)
+                await self.sleep(2.0)
             except (OSError, imaplib.IMAP4.error, EOFError) as exc:
                 log.warning("IMAP unavailable (%s); reconnecting in %.0fs", exc, delay)
-                await self._sleep(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 60)
             finally:
                 await asyncio.to_thread(mailbox.close)
 
     async def _take_new(self, mailbox: Mailbox) -> None:
-        cursor = await self.context.journal.get_cursor(self.cursor_name)
+        cursor = await self.journal.get_cursor(self.cursor_name)
         last = int(cursor.get("last_uid") or 0)
         if cursor.get("uidvalidity") not in (None, mailbox.uidvalidity):
             log.warning(
@@ -254,12 +274,10 @@ class Email:
             if fetched is not None:
                 await self._take(fetched, mailbox.uidvalidity or 0)
                 await asyncio.to_thread(mailbox.mark_seen, uid)
-            await self.context.journal.set_cursor(
-                self.cursor_name, {"uidvalidity": mailbox.uidvalidity, "last_uid": uid}
-            )
+            await self.journal.set_cursor(self.cursor_name, {"uidvalidity": mailbox.uidvalidity, "last_uid": uid})
 
     async def _take(self, fetched: FetchedMail, uidvalidity: int) -> None:
-        assert self.imap is not None and self._publish is not None
+        assert self.imap is not None
         mail = parse_mail(fetched.raw)
         attachments = await self._store_attachments(mail)
         inbound = to_inbound(
@@ -270,8 +288,7 @@ class Email:
             received_at=fetched.internal_date,
             attachments=attachments,
         )
-        await self._publish(inbound)
-        METRICS.messages_in.labels(channel=self.name).inc()
+        await self.emit(inbound)
         if inbound.auto_submitted:
             log.info(
                 "machine-generated mail stored, not answered (%s)", mail.automatic, extra={"message_id": inbound.id}
@@ -280,7 +297,7 @@ class Email:
     async def _store_attachments(self, mail: ParsedMail) -> list[Attachment]:
         kept: list[Attachment] = []
         for item in mail.attachments[:20]:
-            kind = "photo" if item.content_type.startswith("image/") else "document"
+            kind: Literal["photo", "document"] = "photo" if item.content_type.startswith("image/") else "document"
             if len(item.data) > self.settings.max_attachment_bytes:
                 kept.append(
                     Attachment(
@@ -292,7 +309,7 @@ class Email:
                     )
                 )
                 continue
-            location = await self.context.journal.store_file(
+            location = await self.journal.store_file(
                 item.data, item.name, item.content_type, {"channel": self.name, "message_id": mail.message_id}
             )
             kept.append(

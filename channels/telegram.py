@@ -13,13 +13,13 @@ acknowledgement) advances only after the broker confirmed the message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
 import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiogram import Bot
@@ -37,11 +37,12 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiohttp import web
+from pydantic import Field, SecretStr, field_validator
 
-from adshub.contract import Attachment, GeoPoint, Inbound, Outbound, Sender
+from adshub.contract import Attachment, ChannelProfile, GeoPoint, Inbound, InboundKind, Outbound, Sender
 from adshub.errors import InvalidInput, PermanentDeliveryError, RetryableDeliveryError, TransientError
-from adshub.metrics import METRICS
-from channels.base import ChannelContext, Publish, SendResult, keep_file, pause
+from adshub.settings import ChannelSettings, Settings, http_url
+from channels.base import BaseChannel, ChannelContext, SendResult
 
 log = logging.getLogger("adshub.channels.telegram")
 
@@ -153,7 +154,7 @@ def parse_update(raw: Any, username: str | None = None) -> Inbound | None:
                 longitude=float(location["longitude"]),
                 accuracy=location.get("horizontal_accuracy"),
             )
-        kind: str = "edit" if edited else "message"
+        kind: InboundKind = "edit" if edited else "message"
         payload: dict[str, Any] = {}
         command = COMMAND_RE.match(text) if not edited else None
         if command:
@@ -166,7 +167,7 @@ def parse_update(raw: Any, username: str | None = None) -> Inbound | None:
             channel="telegram",
             address=chat_id,
             sender=_sender(user, own_phone),
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             text=text,
             attachments=_attachments(message),
             location=geo,
@@ -196,49 +197,58 @@ def _callback(query: dict[str, Any], raw: dict[str, Any]) -> Inbound:
     )
 
 
-class Telegram:
+class TelegramSettings(ChannelSettings):
+    """``ADSHUB_TELEGRAM_TOKEN`` switches the bot on; the rest is optional."""
+
+    telegram_token: SecretStr = SecretStr("")
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_webhook_url: str = ""
+    telegram_webhook_secret: SecretStr = SecretStr("")
+    telegram_poll_timeout: int = Field(25, ge=0, le=50)
+
+    @field_validator("telegram_api_base", "telegram_webhook_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return http_url(value)
+
+
+class Telegram(BaseChannel):
     """The Telegram bot channel."""
 
     name: ClassVar[str] = "telegram"
-    local_delivery: ClassVar[bool] = False
+    profile: ClassVar[ChannelProfile] = ChannelProfile("telegram", "Telegram", notifies_executors=True)
+    settings_model: ClassVar[type[ChannelSettings]] = TelegramSettings
+    http_timeout: ClassVar[aiohttp.ClientTimeout] = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
     def __init__(self, context: ChannelContext) -> None:
-        s = context.settings
-        self.context = context
-        self.settings = s
-        self.token = s.telegram_token.get_secret_value()
-        self.base = s.telegram_api_base
+        super().__init__(context)
+        config: TelegramSettings = self.config_of(context.settings)
+        self.config = config
+        self.token = config.telegram_token.get_secret_value()
+        self.base = config.telegram_api_base
         self.bot = Bot(self.token, session=AiohttpSession(api=TelegramAPIServer.from_base(self.base)))
-        self.webhook_url = s.telegram_webhook_url
-        configured_secret = s.telegram_webhook_secret.get_secret_value()
+        self.webhook_url = config.telegram_webhook_url
+        configured_secret = config.telegram_webhook_secret.get_secret_value()
         self.secret = configured_secret or hashlib.sha256(f"adshub:{self.token}".encode()).hexdigest()
         self.username: str | None = None
-        self._publish: Publish | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     @classmethod
-    def configured(cls, settings: Any) -> bool:
-        return bool(settings.telegram_token.get_secret_value())
+    def configured(cls, settings: Settings) -> bool:
+        return bool(cls.config_of(settings).telegram_token.get_secret_value())
 
     @property
     def webhook_path(self) -> str:
-        from urllib.parse import urlsplit
-
         return urlsplit(self.webhook_url).path or "/telegram/webhook"
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.post(self.webhook_path, self.webhook)] if self.webhook_url else []
 
-    async def start(self, publish: Publish) -> None:
-        self._publish = publish
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
-        self._task = asyncio.create_task(self._run(), name="telegram-intake")
+    async def open(self) -> None:
+        self.run(self._run(), "intake")
 
     async def _run(self) -> None:
         delay = 1.0
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 me = await self.bot.get_me()
                 self.username = me.username
@@ -252,24 +262,20 @@ class Telegram:
                 break
             except Exception as exc:
                 log.warning("telegram Bot API not reachable (%s); retrying in %.0fs", type(exc).__name__, delay)
-                await self._sleep(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 60)
         await self._poll()
 
-    async def _sleep(self, seconds: float) -> None:
-        await pause(self._stopping, seconds)
-
     async def _get_updates(self, offset: int | None) -> list[dict[str, Any]]:
-        assert self._http is not None
         params: dict[str, Any] = {
-            "timeout": self.settings.telegram_poll_timeout,
+            "timeout": self.config.telegram_poll_timeout,
             "allowed_updates": '["message","edited_message","callback_query"]',
         }
         if offset is not None:
             params["offset"] = offset
         url = f"{self.base}/bot{self.token}/getUpdates"
-        timeout = aiohttp.ClientTimeout(total=self.settings.telegram_poll_timeout + 15)
-        async with self._http.post(url, data=params, timeout=timeout) as response:
+        timeout = aiohttp.ClientTimeout(total=self.config.telegram_poll_timeout + 15)
+        async with self.http.post(url, data=params, timeout=timeout) as response:
             body = await response.json(content_type=None)
         if not isinstance(body, dict) or not body.get("ok"):
             retry = (body or {}).get("parameters", {}).get("retry_after") if isinstance(body, dict) else None
@@ -281,7 +287,7 @@ class Telegram:
         """Long polling; the offset moves past an update only once the broker has it."""
         offset: int | None = None
         delay = 1.0
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 updates = await self._get_updates(offset)
                 delay = 1.0
@@ -290,36 +296,27 @@ class Telegram:
             except Exception as exc:
                 retry = getattr(exc, "retry_after", None)
                 log.warning("telegram getUpdates failed (%s); retrying", type(exc).__name__)
-                await self._sleep(retry or delay)
+                await self.sleep(retry or delay)
                 delay = min(delay * 2, 30)
                 continue
             for raw in updates:
                 try:
-                    await self._take(raw)
+                    await self.take(raw)
                 except TransientError as exc:
                     log.warning("broker unavailable, update %s will be fetched again: %s", raw.get("update_id"), exc)
-                    await self._sleep(2.0)
+                    await self.sleep(2.0)
                     break
                 offset = int(raw["update_id"]) + 1
 
-    async def _take(self, raw: dict[str, Any]) -> None:
-        try:
-            inbound = parse_update(raw, self.username)
-        except InvalidInput as exc:
-            log.warning("telegram update refused: %s", exc)
-            return
-        if inbound is None:
-            return
-        inbound = await self._fetch_files(inbound)
-        assert self._publish is not None
-        await self._publish(inbound)
-        METRICS.messages_in.labels(channel=self.name).inc()
+    def parse(self, raw: Any) -> Inbound | None:
+        return parse_update(raw, self.username)
+
+    async def acknowledge(self, inbound: Inbound) -> None:
         callback_id = inbound.payload.get("callback_id")
         if callback_id:
-            with contextlib.suppress(Exception):
-                await self.bot.answer_callback_query(callback_id)
+            await self.bot.answer_callback_query(callback_id)
 
-    async def _fetch_files(self, inbound: Inbound) -> Inbound:
+    async def keep_files(self, inbound: Inbound) -> Inbound:
         """Fetch the bytes of photos and voice messages and keep them with the message."""
         kept: list[Attachment] = []
         for attachment in inbound.attachments:
@@ -334,9 +331,8 @@ class Telegram:
                 log.warning("telegram file unknown (%s); keeping the reference", exc, extra={"message_id": inbound.id})
                 kept.append(attachment)
                 continue
-            assert self._http is not None
             url = f"{self.base}/file/bot{self.token}/{file.file_path}"
-            kept.append(await keep_file(self.context, self._http, url, attachment, inbound.id, self.name))
+            kept.append(await self.keep_file(url, attachment, inbound.id))
         return inbound.model_copy(update={"attachments": kept}) if kept else inbound
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -349,21 +345,12 @@ class Telegram:
         except ValueError:
             raise web.HTTPBadRequest(text="body is not JSON") from None
         try:
-            await self._take(raw)
-        except InvalidInput as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
+            await self.take(raw)
         except TransientError:
             raise web.HTTPServiceUnavailable(text="try again later") from None
         return web.json_response({"ok": True})
 
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._http is not None:
-            await self._http.close()
+    async def close(self) -> None:
         await self.bot.session.close()
 
     async def send(self, outbound: Outbound) -> SendResult:

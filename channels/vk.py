@@ -20,16 +20,15 @@ import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import aiohttp
 import requests
 import vk_api
-from aiohttp import web
+from pydantic import Field, SecretStr, field_validator
 from vk_api.bot_longpoll import VkBotLongPoll
 
-from adshub.contract import Attachment, GeoPoint, Inbound, Outbound, Sender
+from adshub.contract import Attachment, ChannelProfile, GeoPoint, Inbound, InboundKind, Outbound, Sender
 from adshub.errors import InvalidInput, PermanentDeliveryError, RetryableDeliveryError, TransientError
-from adshub.metrics import METRICS
-from channels.base import ChannelContext, Publish, SendResult, keep_file, pause
+from adshub.settings import ChannelSettings, Settings, http_url
+from channels.base import BaseChannel, ChannelContext, SendResult
 
 log = logging.getLogger("adshub.channels.vk")
 
@@ -126,7 +125,7 @@ def parse_event(raw: Any, group_id: int) -> Inbound | None:
                 title=place.get("title"),
             )
         payload: dict[str, Any] = {}
-        inbound_kind = "edit" if kind == "message_edit" else "message"
+        inbound_kind: InboundKind = "edit" if kind == "message_edit" else "message"
         command = COMMAND_RE.match(text.strip()) if inbound_kind == "message" else None
         button = _button_payload(message.get("payload"))
         if command:
@@ -140,7 +139,7 @@ def parse_event(raw: Any, group_id: int) -> Inbound | None:
             channel="vk",
             address=str(peer_id),
             sender=Sender(id=str(from_id)),
-            kind=inbound_kind,  # type: ignore[arg-type]
+            kind=inbound_kind,
             text=text,
             attachments=attachments,
             location=location,
@@ -167,7 +166,8 @@ def _button_payload(value: Any) -> dict[str, Any]:
 def _message_event(raw: dict[str, Any]) -> Inbound:
     obj = raw["object"]
     payload = _button_payload(obj.get("payload"))
-    data = payload.get("data") if isinstance(payload.get("data"), str) else json.dumps(payload, ensure_ascii=False)
+    given = payload.get("data")
+    data = given if isinstance(given, str) else json.dumps(payload, ensure_ascii=False)
     return Inbound(
         id=f"vk:cb:{obj['event_id']}",
         channel="vk",
@@ -195,127 +195,116 @@ def keyboard(outbound: Outbound) -> str | None:
     return json.dumps({"inline": True, "buttons": rows}, ensure_ascii=False)
 
 
-class VK:
+class VKSettings(ChannelSettings):
+    """A community token and the community's id switch the Bots Long Poll on."""
+
+    vk_token: SecretStr = SecretStr("")
+    vk_group_id: int = 0
+    vk_api_base: str = "https://api.vk.ru/method"
+    vk_api_version: str = "5.199"
+    vk_wait: int = Field(25, ge=1, le=90)
+
+    @field_validator("vk_api_base")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return http_url(value)
+
+
+class VK(BaseChannel):
     """The VK community channel."""
 
     name: ClassVar[str] = "vk"
-    local_delivery: ClassVar[bool] = False
+    profile: ClassVar[ChannelProfile] = ChannelProfile("vk", "ВКонтакте")
+    settings_model: ClassVar[type[ChannelSettings]] = VKSettings
 
     def __init__(self, context: ChannelContext) -> None:
-        s = context.settings
-        self.context = context
-        self.settings = s
-        self.group_id = s.vk_group_id
+        super().__init__(context)
+        config: VKSettings = self.config_of(context.settings)
+        self.config = config
+        self.group_id = config.vk_group_id
         self.vk = vk_api.VkApi(
-            token=s.vk_token.get_secret_value(), api_version=s.vk_api_version, session=RedirectingSession(s.vk_api_base)
+            token=config.vk_token.get_secret_value(),
+            api_version=config.vk_api_version,
+            session=RedirectingSession(config.vk_api_base),
         )
         self.vk.RPS_DELAY = 0.05
-        self._publish: Publish | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._http: aiohttp.ClientSession | None = None
 
     @classmethod
-    def configured(cls, settings: Any) -> bool:
-        return bool(settings.vk_token.get_secret_value()) and settings.vk_group_id > 0
-
-    def routes(self) -> list[web.AbstractRouteDef]:
-        return []
+    def configured(cls, settings: Settings) -> bool:
+        config = cls.config_of(settings)
+        return bool(config.vk_token.get_secret_value()) and config.vk_group_id > 0
 
     @property
     def cursor_name(self) -> str:
         return f"vk:{self.group_id}"
 
-    async def start(self, publish: Publish) -> None:
-        self._publish = publish
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        self._task = asyncio.create_task(self._run(), name="vk-intake")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._http is not None:
-            await self._http.close()
-
-    async def _sleep(self, seconds: float) -> None:
-        await pause(self._stopping, seconds)
+    async def open(self) -> None:
+        self.run(self._run(), "intake")
 
     async def _connect(self) -> VkBotLongPoll:
         delay = 1.0
         while True:
             try:
-                longpoll = await asyncio.to_thread(VkBotLongPoll, self.vk, self.group_id, self.settings.vk_wait)
-                saved = await self.context.journal.get_cursor(self.cursor_name)
+                longpoll = await asyncio.to_thread(VkBotLongPoll, self.vk, self.group_id, self.config.vk_wait)
+                saved = await self.journal.get_cursor(self.cursor_name)
                 if saved.get("ts"):
                     longpoll.ts = saved["ts"]
                 return longpoll
             except (requests.RequestException, vk_api.exceptions.VkApiError, KeyError, ValueError) as exc:
                 log.warning("VK long poll server not available (%s); retrying in %.0fs", exc, delay)
-                await self._sleep(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 60)
 
     async def _run(self) -> None:
         longpoll = await self._connect()
         delay = 1.0
-        while not self._stopping.is_set():
+        while not self.stopping:
             before = longpoll.ts
             try:
                 events = await asyncio.to_thread(longpoll.check)
                 delay = 1.0
             except (requests.RequestException, vk_api.exceptions.VkApiError, ValueError, KeyError) as exc:
                 log.warning("VK long poll failed (%s); reconnecting in %.0fs", type(exc).__name__, delay)
-                await self._sleep(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 60)
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(longpoll.update_longpoll_server, False)
                 continue
             try:
                 for event in events:
-                    await self._take(event.raw)
+                    await self.take(event.raw)
             except TransientError as exc:
                 log.warning("broker unavailable; the events will be read again: %s", exc)
                 longpoll.ts = before
-                await self._sleep(2.0)
+                await self.sleep(2.0)
                 continue
             if events and longpoll.ts != before:
                 with contextlib.suppress(Exception):
-                    await self.context.journal.set_cursor(self.cursor_name, {"ts": longpoll.ts})
+                    await self.journal.set_cursor(self.cursor_name, {"ts": longpoll.ts})
 
-    async def _take(self, raw: dict[str, Any]) -> None:
-        try:
-            inbound = parse_event(raw, self.group_id)
-        except InvalidInput as exc:
-            log.warning("VK event refused: %s", exc)
-            return
-        if inbound is None:
-            return
-        inbound = await self._fetch_photos(inbound)
-        assert self._publish is not None
-        await self._publish(inbound)
-        METRICS.messages_in.labels(channel=self.name).inc()
+    def parse(self, raw: Any) -> Inbound | None:
+        return parse_event(raw, self.group_id)
+
+    async def acknowledge(self, inbound: Inbound) -> None:
         if inbound.kind == "callback":
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(
-                    self.vk.method,
-                    "messages.sendMessageEventAnswer",
-                    {
-                        "event_id": inbound.payload["event_id"],
-                        "user_id": inbound.payload["user_id"],
-                        "peer_id": inbound.payload["peer_id"],
-                    },
-                )
+            await asyncio.to_thread(
+                self.vk.method,
+                "messages.sendMessageEventAnswer",
+                {
+                    "event_id": inbound.payload["event_id"],
+                    "user_id": inbound.payload["user_id"],
+                    "peer_id": inbound.payload["peer_id"],
+                },
+            )
 
-    async def _fetch_photos(self, inbound: Inbound) -> Inbound:
-        if not inbound.attachments or self._http is None:
+    async def keep_files(self, inbound: Inbound) -> Inbound:
+        if not inbound.attachments:
             return inbound
         kept = []
         for attachment in inbound.attachments:
             url = attachment.location or ""
             if attachment.kind == "photo" and url.startswith(("http://", "https://")):
-                attachment = await keep_file(self.context, self._http, url, attachment, inbound.id, self.name)
+                attachment = await self.keep_file(url, attachment, inbound.id)
             kept.append(attachment)
         return inbound.model_copy(update={"attachments": kept})
 

@@ -19,14 +19,15 @@ import re
 from collections import OrderedDict, defaultdict
 from typing import Any, ClassVar
 
-import pymongo
 from aiohttp import WSMsgType, web
+from pydantic import Field
 
-from adshub.contract import Inbound, Outbound, Sender, utcnow
+from adshub.contract import ChannelProfile, Inbound, Outbound, Sender, utcnow
 from adshub.errors import TransientError
-from adshub.metrics import METRICS
 from adshub.ratelimit import RateLimiter
-from channels.base import ChannelContext, Publish, SendResult
+from adshub.settings import ChannelSettings, Settings
+from adshub.web import render
+from channels.base import BaseChannel, ChannelContext, SendResult
 from templates import TEMPLATES_DIR
 
 log = logging.getLogger("adshub.channels.webchat")
@@ -114,25 +115,38 @@ def outbound_frame(outbound: Outbound) -> dict[str, Any]:
     return frame
 
 
-class WebChat:
+class WebChatSettings(ChannelSettings):
+    """The chat is on unless ``ADSHUB_CHAT_ENABLED=false`` (a process that serves no residents' pages)."""
+
+    chat_enabled: bool = True
+    chat_allowed_origins: str = ""
+    chat_rate_per_minute: int = Field(20, ge=1)
+    chat_ip_rate_per_minute: int = Field(120, ge=1)
+
+    @property
+    def allowed_origins(self) -> set[str]:
+        return {o.strip().rstrip("/") for o in self.chat_allowed_origins.split(",") if o.strip()}
+
+
+class WebChat(BaseChannel):
     """The web chat channel: intake over WebSocket, replies pushed to this process's open sockets."""
 
     name: ClassVar[str] = "webchat"
-    local_delivery: ClassVar[bool] = True
+    profile: ClassVar[ChannelProfile] = ChannelProfile("webchat", "Чат на сайте", local_delivery=True)
+    settings_model: ClassVar[type[ChannelSettings]] = WebChatSettings
 
     def __init__(self, context: ChannelContext) -> None:
-        self.context = context
-        self.settings = context.settings
-        self.journal = context.journal
-        self._publish: Publish | None = None
+        super().__init__(context)
+        config: WebChatSettings = self.config_of(context.settings)
+        self.config = config
         self._sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self._pushed: OrderedDict[str, None] = OrderedDict()
-        self._session_limits = RateLimiter(self.settings.chat_rate_per_minute)
-        self._ip_limits = RateLimiter(self.settings.chat_ip_rate_per_minute)
+        self._session_limits = RateLimiter(config.chat_rate_per_minute)
+        self._ip_limits = RateLimiter(config.chat_ip_rate_per_minute)
 
     @classmethod
-    def configured(cls, settings: Any) -> bool:
-        return True
+    def configured(cls, settings: Settings) -> bool:
+        return bool(cls.config_of(settings).chat_enabled)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -141,10 +155,10 @@ class WebChat:
             web.get("/chat/ws", self.socket),
         ]
 
-    async def start(self, publish: Publish) -> None:
-        self._publish = publish
+    def pages(self) -> dict[str, str]:
+        return {"chat": "/chat"}
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         for sockets in list(self._sockets.values()):
             for ws in list(sockets):
                 await ws.close(code=1001, message=b"server shutting down")
@@ -175,8 +189,6 @@ class WebChat:
     # -- HTTP -----------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        from adshub.web import render
-
         return render(request, "chat/page.html", {"company": self.settings.company_name})
 
     async def widget(self, request: web.Request) -> web.StreamResponse:
@@ -191,7 +203,7 @@ class WebChat:
         origin = request.headers.get("Origin")
         if not origin:
             return True
-        allowed = self.settings.allowed_chat_origins
+        allowed = self.config.allowed_origins
         if "*" in allowed or origin.rstrip("/") in allowed:
             return True
         own = f"{request.scheme}://{request.host}"
@@ -253,22 +265,17 @@ class WebChat:
             received_at=utcnow(),
             raw={"frame": frame, "ip": ip},
         )
-        if self._publish is None:
-            await ws.send_json(error_frame("unavailable", client_id))
-            return
         try:
-            await self._publish(inbound)
-        except TransientError as exc:
+            await self.emit(inbound)
+        except (TransientError, RuntimeError) as exc:
             log.warning("web chat message not accepted: %s", exc, extra={"message_id": inbound.id})
             await ws.send_json(error_frame("unavailable", client_id))
             return
-        METRICS.messages_in.labels(channel=self.name).inc()
         await ws.send_json({"type": "ack", "id": client_id})
 
     async def _send_history(self, ws: web.WebSocketResponse, session: str) -> None:
         try:
-            with pymongo.timeout(HISTORY_TIMEOUT):
-                docs = await self.journal.history(f"{self.name}:{session}")
+            docs = await self.journal.history(f"{self.name}:{session}", timeout=HISTORY_TIMEOUT)
         except Exception as exc:
             log.warning("web chat history unavailable: %s", exc)
             await ws.send_json({"type": "history", "messages": [], "unavailable": True})

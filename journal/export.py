@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bots.texts import STATUS_NAMES
-from router.categories import info
-
-CHANNEL_NAMES = {
-    "webchat": "Чат на сайте",
-    "telegram": "Telegram",
-    "vk": "ВКонтакте",
-    "email": "Электронная почта",
-    "voicemail": "Голосовое сообщение",
-    "phone": "Телефон",
-}
+from domain.categories import info
+from journal.documents import RequestDoc
 
 COLUMNS: list[tuple[str, str]] = [
     ("number", "Номер заявки"),
@@ -50,7 +43,7 @@ def _local(value: datetime | None, tz: ZoneInfo) -> str:
     return value.astimezone(tz).strftime("%d.%m.%Y %H:%M") if value else ""
 
 
-def export_row(doc: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def export_row(doc: RequestDoc, tz: ZoneInfo) -> dict[str, Any]:
     """One request in the export's field names; times in the company's time zone."""
     contact = doc.get("contact") or {}
     clocks = doc.get("clocks") or {}
@@ -84,12 +77,12 @@ def export_row(doc: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def _cell(key: str, row: dict[str, Any], tz: ZoneInfo) -> Any:
+def _cell(key: str, row: dict[str, Any], tz: ZoneInfo, titles: Mapping[str, str]) -> Any:
     value = row.get(key)
     if key in ("registered_at", "deadline", "closed_at"):
         return _local(datetime.fromisoformat(value), tz) if value else ""
     if key == "channel":
-        return CHANNEL_NAMES.get(value or "", value or "")
+        return titles.get(value or "", value or "")
     if key == "category":
         return row.get("category_name") or value or ""
     if key == "emergency":
@@ -97,6 +90,8 @@ def _cell(key: str, row: dict[str, Any], tz: ZoneInfo) -> Any:
     if key == "status":
         return STATUS_NAMES.get(value or "", value or "")
     if key == "deadlines":
+        if not value:
+            return ""
         labels = {c: (row["clocks"][c].get("label") or c) for c in row["clocks"]}
         return "; ".join(f"{labels[c]}: {_local(datetime.fromisoformat(d), tz)}" for c, d in value.items() if d)
     if key == "clocks_met":
@@ -112,14 +107,15 @@ def _cell(key: str, row: dict[str, Any], tz: ZoneInfo) -> Any:
     return "" if value is None else value
 
 
-def table(rows: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[str], list[list[Any]]]:
+def table(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> tuple[list[str], list[list[Any]]]:
+    """Headers and cells as a reader sees them; ``titles`` names the channels."""
     headers = [title for _, title in COLUMNS]
-    body = [[_cell(key, row, tz) for key, _ in COLUMNS] for row in rows]
+    body = [[_cell(key, row, tz, titles) for key, _ in COLUMNS] for row in rows]
     return headers, body
 
 
-def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo) -> str:
-    headers, body = table(rows, tz)
+def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> str:
+    headers, body = table(rows, tz, titles)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
     writer.writerow(headers)
@@ -127,11 +123,11 @@ def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo) -> str:
     return "\ufeff" + out.getvalue()
 
 
-def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo) -> bytes:
+def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> bytes:
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
 
-    headers, body = table(rows, tz)
+    headers, body = table(rows, tz, titles)
     book = Workbook()
     sheet = book.active
     sheet.title = "Журнал заявок"

@@ -16,10 +16,11 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from adshub.errors import InvalidInput, NotFound
+from journal.repository import Journal
 
 ROLES = ("dispatcher", "manager", "admin")
 ROLE_NAMES = {"dispatcher": "диспетчер", "manager": "руководитель", "admin": "администратор"}
@@ -54,14 +55,9 @@ def _hash_token(token: str) -> str:
 
 
 class Users:
-    def __init__(self, journal: Any) -> None:
+    def __init__(self, journal: Journal) -> None:
         self.users = journal.users
-        self.sessions = journal.db["sessions"]
-
-    async def prepare(self) -> None:
-        await self.sessions.create_indexes(
-            [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")]
-        )
+        self.sessions = journal.sessions
 
     async def add(self, login: str, password: str, role: str, name: str | None = None) -> User:
         login = login.strip().lower()
@@ -71,7 +67,7 @@ class Users:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
         if len(password) < 8:
             raise InvalidInput("password: at least 8 characters")
-        doc = {
+        doc: dict[str, Any] = {
             "_id": login,
             "login": login,
             "password_hash": _HASHER.hash(password),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from adshub.embedded import EmbeddedDatabase, free_port, port_open
+from app.embedded import EmbeddedDatabase, free_port, port_open
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -157,9 +157,7 @@ async def main() -> None:
             floor_result = await drive("floor", floor_port, args.residents, args.messages, args.warmup)
         finally:
             stop(floor)
-        hub = start(
-            [sys.executable, "-m", "adshub", "run", "router", "webchat"], hub_env, hub_port, workdir / "hub.log"
-        )
+        hub = start([sys.executable, "-m", "app", "run", "router", "webchat"], hub_env, hub_port, workdir / "hub.log")
         try:
             hub_result = await drive("hub", hub_port, args.residents, args.messages, args.warmup)
         finally:

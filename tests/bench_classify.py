@@ -11,9 +11,9 @@ import json
 import sys
 import time
 
-from router.address import extract_address
-from router.classify import classify
-from router.phones import extract_phones
+from domain.address import extract_address
+from domain.classify import classify
+from domain.phones import extract_phones
 from tests.conftest import REPO, SHARED
 
 

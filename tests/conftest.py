@@ -20,12 +20,12 @@ import aiohttp
 import pytest
 
 from adshub.bus import RabbitBus, Topology
-from adshub.embedded import EmbeddedDatabase, free_port
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase, free_port
+from app.runtime import Hub
 from bots.texts import Texts
+from domain.deadlines import DeadlinePolicy
 from journal.repository import Journal
-from router.deadlines import DeadlinePolicy
 from router.service import Router
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from adshub.embedded import free_port, port_open
+from app.embedded import free_port, port_open
 
 DOVECOT = "/usr/sbin/dovecot"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from router.address import extract_address
-from router.normalize import words_to_digits
-from router.phones import extract_phones, normalize_phone
+from domain.address import extract_address
+from domain.normalize import words_to_digits
+from domain.phones import extract_phones, normalize_phone
 
 
 def test_issue_example_is_extracted_field_by_field() -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from adshub.runtime import Hub
+from app.runtime import Hub
 from tests.browser import chromium
 
 pytestmark = pytest.mark.browser

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adshub.embedded import EmbeddedDatabase
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase
+from app.runtime import Hub
 from journal.users import Users
 from tests.browser import chromium
 from tests.conftest import cleanup_topology, make_settings

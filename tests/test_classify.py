@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from router.categories import Category
-from router.classify import classify
-from router.evaluate import evaluate, load_rows
+from domain.categories import Category
+from domain.classify import classify
+from domain.evaluate import evaluate, load_rows
 from tests.conftest import REPO, shared_path
 
 OWN = [REPO / "tests" / "data" / "own-messages.jsonl", REPO / "tests" / "data" / "own-messages-2.jsonl"]
@@ -95,7 +95,7 @@ def test_cli_classify_reads_and_writes_json_lines() -> None:
         + "\nnot json\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "adshub", "classify"],
+        [sys.executable, "-m", "app", "classify"],
         input=lines,
         capture_output=True,
         text=True,

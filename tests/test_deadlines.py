@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from router.categories import CATEGORIES, Category
-from router.deadlines import (
+from domain.categories import CATEGORIES, Category
+from domain.deadlines import (
     DeadlinePolicy,
     add_working_days,
     format_number,

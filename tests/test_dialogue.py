@@ -7,7 +7,7 @@ from typing import Any
 
 from adshub.contract import Inbound, Sender
 from bots.dialogue import RequestView, Situation, State, plan
-from router.address import Address, extract_address
+from domain.address import Address, extract_address
 
 NOW = datetime(2026, 11, 24, 0, 12, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from adshub.embedded import EmbeddedDatabase
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase
+from app.runtime import Hub
 from channels.mime import decode_bytes, parse_mail, strip_quoted
 from journal.repository import Journal
 from tests.conftest import cleanup_topology, make_settings, shared_path

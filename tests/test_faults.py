@@ -25,10 +25,10 @@ import pytest
 
 from adshub.bus import RabbitBus, Topology
 from adshub.contract import Inbound, Sender
-from adshub.embedded import EmbeddedDatabase, free_port, port_open
 from adshub.metrics import METRICS
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase, free_port, port_open
+from app.runtime import Hub
 from journal.repository import Journal
 from journal.users import Users
 from tests.conftest import REPO, cleanup_topology, make_settings
@@ -58,7 +58,7 @@ def hub_env(settings: Settings) -> dict[str, str]:
 def spawn(parts: list[str], settings: Settings, log: Path, wait_port: bool = False) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "adshub", "run", *parts],
+            [sys.executable, "-m", "app", "run", *parts],
             env=hub_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -411,7 +411,7 @@ def _count_sync(settings: Settings) -> int:
 def test_embedded_database_dies_with_a_killed_hub(tmp_path: Path) -> None:
     """A hub killed with -9 must not leave its database running, holding the port and the data lock."""
     script = (
-        "import sys, time; from pathlib import Path; from adshub.embedded import EmbeddedDatabase, free_port\n"
+        "import sys, time; from pathlib import Path; from app.embedded import EmbeddedDatabase, free_port\n"
         "db = EmbeddedDatabase('127.0.0.1', free_port(), Path(sys.argv[1]) / 'db', cache_size='64M')\n"
         "db.start(); print(db.process.pid, db.port, flush=True); time.sleep(600)\n"
     )

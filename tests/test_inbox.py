@@ -15,9 +15,9 @@ import aiohttp
 import openpyxl
 import pytest
 
-from adshub.embedded import EmbeddedDatabase
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase
+from app.runtime import Hub
 from journal.repository import Journal
 from journal.users import Users
 from tests.conftest import REPO, cleanup_topology, connect_chat, make_settings
@@ -348,7 +348,7 @@ def test_user_command_line(database: EmbeddedDatabase, unique: str) -> None:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "adshub", "user", *args], env=env, cwd=REPO, capture_output=True, text=True
+            [sys.executable, "-m", "app", "user", *args], env=env, cwd=REPO, capture_output=True, text=True
         )
 
     assert run("add", "--login", "olga", "--password", "long-password", "--role", "manager").returncode == 0

@@ -15,9 +15,10 @@ import pytest
 
 from adshub.bus import RabbitBus, Topology
 from adshub.contract import Inbound, Sender
-from adshub.embedded import free_port, port_open
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import free_port, port_open
+from app.runtime import Hub
+from channels.webchat import WebChatSettings
 from journal.repository import Journal
 from tests.conftest import REPO, cleanup_topology, connect_chat
 
@@ -30,7 +31,7 @@ async def run_cli(settings: Settings, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "adshub",
+        "app",
         *args,
         env=env,
         cwd=str(REPO),
@@ -226,7 +227,7 @@ async def test_chat_socket_refuses_a_foreign_origin(hub: Hub, http: aiohttp.Clie
 
 async def test_chat_is_rate_limited_per_session(hub: Hub, http: aiohttp.ClientSession, settings: Settings) -> None:
     chat = await connect_chat(http, hub.port or 0, "resident-0009")
-    for n in range(settings.chat_rate_per_minute + 3):
+    for n in range(settings.channel(WebChatSettings).chat_rate_per_minute + 3):
         await chat.send(f"m{n}", "тест")
     frames = await chat.frames_for(3.0)
     limited = [f for f in frames if f.get("code") == "rate_limited"]

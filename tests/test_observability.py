@@ -11,11 +11,12 @@ import aiohttp
 from adshub.bus import RabbitBus
 from adshub.contract import Outbound
 from adshub.logs import JsonFormatter
-from adshub.runtime import Hub
+from app.runtime import Hub
+from domain.clocks import clock_alerts
+from domain.deadlines import DeadlinePolicy
+from journal.documents import clocks_doc
 from journal.repository import Journal
-from router.deadlines import DeadlinePolicy
-from router.records import clocks_doc
-from router.watch import ClockWatcher, clock_alerts
+from router.watch import ClockWatcher
 from tests.conftest import connect_chat
 
 

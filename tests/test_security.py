@@ -20,18 +20,13 @@ from pydantic import SecretStr
 from adshub.contract import Inbound
 from adshub.errors import ForgedInput, InvalidInput
 from adshub.logs import JsonFormatter, mask_secrets
-from adshub.runtime import Hub
+from app.runtime import Hub
 from channels.mime import ParsedMail, parse_mail
 from channels.telegram import parse_update
 from channels.vk import parse_event
-from channels.voicemail import (
-    hook_inbound,
-    missed_call,
-    read_message_file,
-    spool_inbound,
-    transcript_text,
-    verify_mango,
-)
+from channels.voicemail.asterisk import read_message_file, spool_inbound
+from channels.voicemail.mango import missed_call, transcript_text, verify_mango
+from channels.voicemail.webhook import hook_inbound
 from channels.webchat import FrameError, parse_frame
 from tests.conftest import SHARED, cleanup_topology, make_settings
 
@@ -222,7 +217,7 @@ def test_fuzz_asterisk_message_files(body: str, prefix: str, tmp_path_factory: p
         info = read_message_file(path)
     except InvalidInput:
         return
-    from channels.voicemail import SpoolMessage
+    from channels.voicemail.asterisk import SpoolMessage
 
     inbound = spool_inbound(
         SpoolMessage(

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adshub.embedded import EmbeddedDatabase
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase
+from app.runtime import Hub
 from channels.telegram import parse_update
 from journal.repository import Journal
 from tests.conftest import cleanup_topology, make_settings, shared_path

@@ -14,13 +14,15 @@ import pytest
 from adshub.bus import RabbitBus
 from adshub.contract import Inbound, Sender
 from adshub.errors import InvalidInput
+from adshub.settings import Settings
+from app.runtime import channel_directory
 from bots.texts import Texts
-from journal.buildings import import_buildings, match_building, parse_buildings
-from journal.inbox.actions import Actor, Inbox
+from domain.address import Address
+from domain.buildings import match_building, parse_buildings
+from domain.deadlines import DeadlinePolicy
+from domain.incidents import incident_kind
+from inbox.actions import Actor, Inbox
 from journal.repository import Journal
-from router.address import Address
-from router.deadlines import DeadlinePolicy
-from router.incidents import incident_kind
 from router.service import Router
 from tests.conftest import REPO
 
@@ -83,7 +85,7 @@ def test_buildings_command(database: Any, unique: str, tmp_path: Path) -> None:
     csv_file.write_bytes(DIRECTORY)
     env = {"ADSHUB_MONGO_URL": f"{database.url}bld_{unique}", "PATH": "/usr/bin:/bin", "ADSHUB_LOG_FORMAT": "text"}
     done = subprocess.run(
-        [sys.executable, "-m", "adshub", "buildings", "import", str(csv_file)],
+        [sys.executable, "-m", "app", "buildings", "import", str(csv_file)],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -91,7 +93,7 @@ def test_buildings_command(database: Any, unique: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0 and "imported 4 buildings" in done.stdout
     again = subprocess.run(
-        [sys.executable, "-m", "adshub", "buildings", "import", str(csv_file)],
+        [sys.executable, "-m", "app", "buildings", "import", str(csv_file)],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -103,8 +105,7 @@ def test_buildings_command(database: Any, unique: str, tmp_path: Path) -> None:
 async def test_known_addresses_are_spelled_as_in_the_directory_and_unknown_ones_are_questioned(
     router: Router, journal: Journal, tmp_path: Path
 ) -> None:
-    (tmp_path / "b.csv").write_bytes(DIRECTORY)
-    await import_buildings(journal, tmp_path / "b.csv")
+    await journal.save_buildings(parse_buildings(DIRECTORY))
     outcome = await router.process([message("webchat", "s-known", 1, "Лифт не работает, Мира 15, подъезд 3")])
     request = await journal.requests.find_one({})
     assert request["address"]["text"] == "пр-т Мира, д. 15, подъезд 3" and request["address"]["key"] == "мира|15"
@@ -148,7 +149,7 @@ async def test_one_person_across_telegram_voicemail_and_phone_spellings(router: 
 
 
 async def test_ten_flats_without_hot_water_form_one_incident_and_closing_it_informs_everyone(
-    router: Router, journal: Journal, bus: RabbitBus
+    router: Router, journal: Journal, bus: RabbitBus, settings: Settings
 ) -> None:
     start = datetime.now(UTC) - timedelta(minutes=50)
     replies = []
@@ -179,11 +180,7 @@ async def test_ten_flats_without_hot_water_form_one_incident_and_closing_it_info
     assert other.registered and (await journal.request(other.registered[0]))["incident_id"] != master
 
     inbox = Inbox(
-        journal,
-        bus,
-        Texts(DeadlinePolicy().tz, "УК"),
-        DeadlinePolicy(),
-        type("S", (), {"municipality_email": "", "telegram_token": None})(),
+        journal, bus, Texts(DeadlinePolicy().tz, "УК"), DeadlinePolicy(), settings, channel_directory(settings)
     )
     actor = Actor("anna", "Анна")
     await inbox.set_status(master, "done", actor, datetime.now(UTC), {"result": "Восстановлена подача ГВС"})

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from adshub.contract import Outbound
-from adshub.embedded import EmbeddedDatabase
 from adshub.errors import InvalidInput
-from adshub.runtime import Hub
 from adshub.settings import Settings
+from app.embedded import EmbeddedDatabase
+from app.runtime import Hub
 from channels.vk import parse_event
 from journal.repository import Journal
 from tests.conftest import cleanup_topology, make_settings, shared_path

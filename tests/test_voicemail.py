@@ -16,20 +16,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adshub.embedded import EmbeddedDatabase
 from adshub.errors import ForgedInput
-from adshub.runtime import Hub
 from adshub.settings import Settings
-from channels.voicemail import (
-    hook_signature,
-    mango_sign,
-    missed_call,
-    parse_callerid,
-    read_message_file,
-    scan_spool,
-    transcript_text,
-    verify_mango,
-)
+from app.embedded import EmbeddedDatabase
+from app.runtime import Hub
+from channels.voicemail.asterisk import parse_callerid, read_message_file, scan_spool
+from channels.voicemail.mango import mango_sign, missed_call, transcript_text, verify_mango
+from channels.voicemail.webhook import hook_signature
 from journal.repository import Journal
 from tests.conftest import cleanup_topology, make_settings, shared_path
 from tests.test_telegram import wait_for

@@ -1,28 +1,40 @@
-"""What dispatchers do in the inbox, as journal operations: read the unified
-inbox, answer on the resident's channel, change a request (audited, deadlines
-recomputed), plan a visit, assign an executor, close with a result, send the
+"""What dispatchers do in the inbox: read the unified inbox, answer on the resident's channel, change a
+request (audited, deadlines recomputed), plan a visit, assign an executor, close with a result, send the
 municipal notice, mark clocks met.
+
+The decisions are here; storing is the journal's (``journal.desk``), sending is the bus's.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING
-
-from adshub.contract import Event, Outbound
+from adshub.bus import Bus
+from adshub.contract import ChannelProfile, Event, Outbound, OutboundKind
 from adshub.errors import InvalidInput, NotFound
+from adshub.settings import Settings
 from bots.dialogue import State, survey_buttons
 from bots.texts import STATUS_NAMES, Texts, describe_problem
-from channels import REGISTRY, channel_class
-from journal.repository import Journal, audit_entry, next_due
-from router.address import Address, extract_address
-from router.categories import CATEGORIES, Category, info
-from router.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
-from router.records import address_doc, clocks_doc, reply_subject
+from domain.address import Address, extract_address
+from domain.categories import CATEGORIES, Category, info
+from domain.clocks import carried_over, next_due
+from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
+from domain.threading import reply_subject
+from journal.desk import ConversationView, Desk
+from journal.documents import (
+    AuditDoc,
+    RequestDoc,
+    StaffDoc,
+    TaskDoc,
+    address_doc,
+    clocks_doc,
+    outbound_doc,
+)
+from journal.repository import Journal, audit_doc
 
 STATUSES = ("registered", "accepted", "in_work", "localized", "done", "cancelled")
 TRANSITIONS = {
@@ -63,7 +75,7 @@ def required_on_close(category: str) -> list[str]:
     return fields
 
 
-def urgency_key(conv: dict[str, Any], now: datetime) -> tuple[int, int, float]:
+def urgency_key(conv: Mapping[str, Any], now: datetime) -> tuple[int, int, float]:
     """Emergencies first, then conversations waiting for a person, the longest wait first."""
     waiting = conv.get("waiting_since")
     wait_seconds = (now - waiting).total_seconds() if waiting else -1.0
@@ -74,116 +86,84 @@ def urgency_key(conv: dict[str, Any], now: datetime) -> tuple[int, int, float]:
     )
 
 
+@dataclass(frozen=True)
+class ChannelDirectory:
+    """The channels the hub knows (their profiles) and those the company's settings switch on."""
+
+    profiles: Mapping[str, ChannelProfile]
+    configured: frozenset[str]
+
+    def titles(self) -> dict[str, str]:
+        return {name: p.title for name, p in self.profiles.items()}
+
+    def profile(self, name: str | None) -> ChannelProfile:
+        found = self.profiles.get(name or "")
+        return found if found is not None else ChannelProfile(name or "?", name or "?")
+
+    def executor_channels(self) -> list[ChannelProfile]:
+        return [p for n, p in self.profiles.items() if p.notifies_executors and n in self.configured]
+
+    def official_mail(self) -> ChannelProfile | None:
+        return next((p for n, p in self.profiles.items() if p.official_mail and n in self.configured), None)
+
+
 class Inbox:
-    def __init__(self, journal: Journal, bus: Any, texts: Texts, policy: DeadlinePolicy, settings: Any) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        bus: Bus,
+        texts: Texts,
+        policy: DeadlinePolicy,
+        settings: Settings,
+        channels: ChannelDirectory,
+    ) -> None:
         self.journal = journal
+        self.desk = Desk(journal)
         self.bus = bus
         self.texts = texts
         self.policy = policy
         self.settings = settings
+        self.channels = channels
 
     # -- reading ----------------------------------------------------------------
 
     async def conversations(self, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
-        cursor = self.journal.conversations.find({}).sort("last_message_at", DESCENDING).limit(limit)
-        convs = [c async for c in cursor]
-        numbers = [c["active_request"] for c in convs if c.get("active_request")]
-        requests = await self.journal.requests_by_number(numbers)
+        """The inbox list, most urgent first, each row with its open request."""
+        convs = await self.desk.recent_conversations(limit)
+        requests = await self.desk.requests_of(c.get("active_request") for c in convs)
+        rows: list[dict[str, Any]] = []
         for conv in convs:
             request = requests.get(conv.get("active_request") or "")
             if request is not None and request.get("status") in ("done", "cancelled"):
                 request = None
-            conv["request"] = request
-            conv["emergency"] = bool(request and request.get("emergency"))
-        convs.sort(key=lambda c: urgency_key(c, now))
-        return convs
+            rows.append({**conv, "request": request, "emergency": bool(request and request.get("emergency"))})
+        rows.sort(key=lambda c: urgency_key(c, now))
+        return rows
 
-    async def open_tasks(self) -> list[dict[str, Any]]:
-        return [t async for t in self.journal.tasks.find({"status": "open"}).sort("due_at", 1).limit(100)]
+    async def open_tasks(self) -> list[TaskDoc]:
+        return await self.desk.open_tasks()
 
-    async def conversation(self, conversation_id: str) -> dict[str, Any]:
-        conv = await self.journal.conversations.find_one({"_id": conversation_id})
-        if conv is None:
+    async def conversation(self, conversation_id: str) -> ConversationView:
+        view = await self.desk.conversation_view(conversation_id)
+        if view is None:
             raise NotFound(conversation_id)
-        contact = await self.journal.contacts.find_one({"_id": conv.get("contact_id")}) or {}
-        siblings = [
-            c["_id"] async for c in self.journal.conversations.find({"contact_id": conv.get("contact_id")}, {"_id": 1})
-        ] or [conversation_id]
-        messages = [
-            m
-            async for m in self.journal.messages.find({"conversation_id": {"$in": siblings}}, {"raw": 0})
-            .sort("at", 1)
-            .limit(500)
-        ]
-        requests = [
-            r
-            async for r in self.journal.requests.find({"contact_id": conv.get("contact_id")})
-            .sort("registered_at", DESCENDING)
-            .limit(50)
-        ]
-        keys = {(r.get("address") or {}).get("key") for r in requests} - {None}
-        neighbours = []
-        if keys:
-            neighbours = [
-                r
-                async for r in self.journal.requests.find(
-                    {"address.key": {"$in": sorted(keys)}, "contact_id": {"$ne": conv.get("contact_id")}}
-                )
-                .sort("registered_at", DESCENDING)
-                .limit(50)
-            ]
-        tasks = [t async for t in self.journal.tasks.find({"conversation_id": {"$in": siblings}}).sort("due_at", 1)]
-        await self.journal.with_inform(requests)
-        states = await self.journal.delivery_states([m["_id"] for m in messages if m.get("direction") == "out"])
-        for message in messages:
-            state = states.get(message["_id"])
-            if state is not None:
-                message["delivery"] = {"status": state["status"], "error": state.get("error"), "sent_at": state["at"]}
-        active = next((r for r in requests if r["_id"] == conv.get("active_request")), None)
-        return {
-            "conversation": conv,
-            "contact": contact,
-            "messages": messages,
-            "requests": requests,
-            "address_history": neighbours,
-            "tasks": tasks,
-            "active": active,
-        }
+        return view
 
-    async def request(self, number: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        doc = await self.journal.request(number)
-        if doc is None:
+    async def request(self, number: str) -> tuple[RequestDoc, list[AuditDoc]]:
+        found = await self.desk.request_with_audit(number)
+        if found is None:
             raise NotFound(number)
-        audit = [a async for a in self.journal.audit.find({"request": number}).sort("at", 1)]
-        await self.journal.with_inform([doc])
-        return doc, audit
+        return found
 
-    async def staff(self) -> list[dict[str, Any]]:
-        return [s async for s in self.journal.staff.find({"active": {"$ne": False}}).sort("name", 1)]
+    async def staff(self) -> list[StaffDoc]:
+        return await self.desk.staff()
 
     # -- reviewing and answering -----------------------------------------------------
 
     async def mark_reviewed(self, conversation_id: str, actor: Actor, now: datetime) -> None:
         """Opening a conversation reviews its messages: the 10-minute review clock is met or not."""
-        cursor = self.journal.messages.find(
-            {
-                "conversation_id": conversation_id,
-                "direction": "in",
-                "review.done_at": None,
-                "review.due_at": {"$ne": None},
-            }
-        )
-        numbers: set[str] = set()
-        async for message in cursor:
-            met = now <= message["review"]["due_at"]
-            await self.journal.messages.update_one(
-                {"_id": message["_id"]}, {"$set": {"review.done_at": now, "review.by": actor.login, "review.met": met}}
-            )
-            if message.get("request_number"):
-                numbers.add(message["request_number"])
-        for number in numbers:
-            await self._complete_clock(number, "review", actor, now)
-        await self.journal.conversations.update_one({"_id": conversation_id}, {"$set": {"unread": 0}})
+        for number in await self.desk.mark_reviewed(conversation_id, actor.login, now):
+            await self.desk.complete_clock(number, "review", actor.login, now)
 
     async def reply(self, conversation_id: str, text: str, actor: Actor, now: datetime) -> Outbound:
         text = text.strip()
@@ -191,16 +171,14 @@ class Inbox:
             raise InvalidInput("Пустой ответ")
         if len(text) > 4000:
             raise InvalidInput("Ответ длиннее 4000 символов")
-        conv = await self.journal.conversations.find_one({"_id": conversation_id})
+        conv = await self.desk.conversation(conversation_id)
         if conv is None:
             raise NotFound(conversation_id)
-        last_in = await self.journal.messages.find_one(
-            {"conversation_id": conversation_id, "direction": "in"}, sort=[("at", DESCENDING)]
-        )
+        last_in: Mapping[str, Any] = await self.desk.last_inbound(conversation_id) or {}
         number = conv.get("active_request") or conv.get("last_request")
-        thread = [*(last_in or {}).get("thread", [])]
-        if last_in and last_in.get("external_ref"):
-            thread.append(last_in["external_ref"])
+        thread = [*last_in.get("thread", [])]
+        if last_in.get("external_ref"):
+            thread.append(str(last_in["external_ref"]))
         outbound = Outbound(
             id=f"dispatcher:{uuid.uuid4().hex}",
             channel=conv["channel"],
@@ -209,31 +187,22 @@ class Inbox:
             kind="dispatcher",
             conversation_id=conversation_id,
             request_number=number,
-            subject=reply_subject((last_in or {}).get("subject"), number)
-            if last_in and last_in.get("subject")
-            else None,
+            subject=reply_subject(last_in.get("subject"), number) if last_in.get("subject") else None,
             thread=thread[-20:],
             author=actor.login,
             created_at=now,
         )
         await self._send(outbound, conv.get("contact_id"))
-        await self.journal.conversations.update_one(
-            {"_id": conversation_id},
-            {
-                "$set": {"waiting_since": None, "last_message_at": now, "preview": text[:200], "unread": 0},
-                "$inc": {"messages": 1},
-            },
-        )
+        await self.desk.answered(conversation_id, now, text)
         if number:
             await self.journal.record_audit(
-                number, actor.audit_name, "reply", {"text": text[:500]}, source="inbox", message_id=outbound.id
+                audit_doc(number, actor.audit_name, "reply", {"text": text[:500]}, "inbox", message_id=outbound.id)
             )
         return outbound
 
-    async def _send(self, outbound: Outbound, contact_id: str | None) -> None:
-        from router.records import outbound_doc
-
-        await self.journal.messages.insert_one(outbound_doc(outbound, contact_id=contact_id))
+    async def _send(self, outbound: Outbound, contact_id: str | None, to_staff: str | None = None) -> None:
+        """Keep the message in the journal, then put it on the bus; the inbox sees it at once."""
+        await self.desk.record_outbound(outbound_doc(outbound, contact_id=contact_id, to_staff=to_staff))
         await self.bus.publish_outbound(outbound)
         await self.bus.publish_event(
             Event(
@@ -246,10 +215,14 @@ class Inbox:
         )
 
     async def _notify_resident(
-        self, request: dict[str, Any], text: str, kind: str, buttons: tuple[tuple[Any, ...], ...] = ()
+        self, request: RequestDoc, text: str, kind: OutboundKind, buttons: tuple[tuple[Any, ...], ...] = ()
     ) -> Outbound | None:
-        conv = await self.journal.conversations.find_one({"_id": request.get("conversation_id")})
-        if conv is None or conv["channel"] == "voicemail":
+        """Tell the resident on the channel of their conversation, where that channel can answer."""
+        conv = await self.desk.conversation(request.get("conversation_id") or "")
+        if conv is None:
+            return None
+        profile = self.channels.profile(conv["channel"])
+        if not profile.can_reply:
             return None
         outbound = Outbound(
             id=f"notice:{uuid.uuid4().hex}",
@@ -257,11 +230,11 @@ class Inbox:
             address=conv["address"],
             text=text,
             kind=kind,
-            conversation_id=conv["_id"],  # type: ignore[arg-type]
+            conversation_id=conv["_id"],
             request_number=request["_id"],
             buttons=[list(r) for r in buttons],
             author="hub",
-            subject=f"Заявка № {request['_id']}" if conv["channel"] == "email" else None,
+            subject=f"Заявка № {request['_id']}" if profile.threads_by_subject else None,
         )
         await self._send(outbound, conv.get("contact_id"))
         return outbound
@@ -280,12 +253,9 @@ class Inbox:
         if code.value == request["category"] and emergency == request.get("emergency"):
             return
         registered = request["registered_at"]
-        clocks = clocks_doc(code.value, registered, request.get("received_at") or registered, self.policy)
-        for name, old in (request.get("clocks") or {}).items():
-            if name in clocks:
-                clocks[name].update({k: old.get(k) for k in ("done_at", "met", "by", "warned_at", "breached_at")})
-        notify = info(code).notify_municipality
-        fields = {
+        fresh = clocks_doc(code.value, registered, request.get("received_at") or registered, self.policy)
+        clocks = carried_over(fresh, request.get("clocks") or {})
+        fields: dict[str, Any] = {
             "category": code.value,
             "emergency": emergency,
             "classified_by": f"dispatcher:{actor.login}",
@@ -294,10 +264,11 @@ class Inbox:
             "deadline": planned_deadline(regulatory_clocks(code, registered, self.policy)),
             "updated_at": now,
         }
-        if notify and not (request.get("municipal_notice") or {}).get("required"):
+        if info(code).notify_municipality and not (request.get("municipal_notice") or {}).get("required"):
             fields["municipal_notice"] = {"required": True, "status": "pending", "sent_at": None}
-        await self.journal.requests.update_one({"_id": number}, {"$set": fields})
-        await self.journal.corrections.insert_one(
+        changes = {"category": [request["category"], code.value], "emergency": [request.get("emergency"), emergency]}
+        await self.desk.change_request(number, fields, self._audit_entry(number, actor, "category", changes, now))
+        await self.desk.record_correction(
             {
                 "_id": uuid.uuid4().hex,
                 "request": number,
@@ -313,31 +284,24 @@ class Inbox:
                 "at": now,
             }
         )
-        await self._audit(
-            number,
-            actor,
-            "category",
-            {"category": [request["category"], code.value], "emergency": [request.get("emergency"), emergency]},
-            now,
-        )
+        await self._updated(number, "category")
 
     async def set_address(self, number: str, text: str, actor: Actor, now: datetime) -> None:
         request = await self._request(number)
         parsed = extract_address(text) or Address(street=text.strip()[:200] or None)
-        building = (
-            await self.journal.buildings.find_one({"key": address_doc(parsed)["key"]}) if parsed.has_house else None
-        )
-        doc = address_doc(parsed)
+        doc: dict[str, Any] = dict(address_doc(parsed) or {})
+        building = await self.desk.building(doc.get("key")) if parsed.has_house else None
         if building is not None:
             doc["building_id"] = building["_id"]
-        await self.journal.requests.update_one({"_id": number}, {"$set": {"address": doc, "updated_at": now}})
-        await self._audit(
-            number, actor, "address", {"address": [(request.get("address") or {}).get("text"), doc["text"]]}, now
+        changes = {"address": [(request.get("address") or {}).get("text"), doc.get("text")]}
+        await self.desk.change_request(
+            number, {"address": doc, "updated_at": now}, self._audit_entry(number, actor, "address", changes, now)
         )
+        await self._updated(number, "address")
 
     async def assign(self, number: str, staff_id: str, actor: Actor, now: datetime) -> None:
         request = await self._request(number)
-        person = await self.journal.staff.find_one({"_id": staff_id})
+        person = await self.desk.person(staff_id)
         if person is None:
             raise InvalidInput("Исполнитель не найден в справочнике")
         executor = {
@@ -346,45 +310,34 @@ class Inbox:
             "trade": person.get("trade"),
             "phone": person.get("phone"),
         }
-        await self.journal.requests.update_one({"_id": number}, {"$set": {"executor": executor, "updated_at": now}})
-        await self._audit(
-            number, actor, "executor", {"executor": [(request.get("executor") or {}).get("name"), person["name"]]}, now
+        changes = {"executor": [(request.get("executor") or {}).get("name"), person["name"]]}
+        await self.desk.change_request(
+            number,
+            {"executor": executor, "updated_at": now},
+            self._audit_entry(number, actor, "executor", changes, now),
         )
+        await self._updated(number, "executor")
         await self._notify_executor(request, person)
 
-    async def _notify_executor(self, request: dict[str, Any], person: dict[str, Any]) -> None:
+    async def _notify_executor(self, request: RequestDoc, person: StaffDoc) -> None:
+        """On the first channel that notifies executors and has the person's address under its name."""
         context = {**self.texts.request_context(request), "executor": person["name"]}
-        text = self.texts.render("assignment", "email", **context)
-        for channel, address in (("telegram", person.get("telegram")), ("email", person.get("email"))):
-            if not address or channel not in REGISTRY or not channel_class(channel).configured(self.settings):
+        addresses: Mapping[str, object] = person
+        for profile in self.channels.executor_channels():
+            address = addresses.get(profile.name)
+            if not address:
                 continue
             outbound = Outbound(
                 id=f"assign:{request['_id']}:{person['_id']}:{uuid.uuid4().hex[:8]}",
-                channel=channel,
+                channel=profile.name,
                 address=str(address),
-                text=text,
+                text=self.texts.render("assignment", profile.name, **context),
                 kind="notice",
                 request_number=request["_id"],
                 author="hub",
-                subject=f"Назначена заявка № {request['_id']}" if channel == "email" else None,
+                subject=f"Назначена заявка № {request['_id']}" if profile.threads_by_subject else None,
             )
-            await self.journal.messages.insert_one(
-                {
-                    "_id": outbound.id,
-                    "direction": "out",
-                    "kind": "notice",
-                    "channel": channel,
-                    "address": outbound.address,
-                    "text": text,
-                    "request_number": request["_id"],
-                    "at": outbound.created_at,
-                    "author": "hub",
-                    "delivery": {"status": "pending"},
-                    "outbound": outbound.model_dump(mode="json"),
-                    "conversation_id": None,
-                    "to_staff": person["_id"],
-                }
-            )
+            await self.desk.record_outbound(outbound_doc(outbound, contact_id=None, to_staff=person["_id"]))
             await self.bus.publish_outbound(outbound)
             return
 
@@ -393,7 +346,7 @@ class Inbox:
     ) -> None:
         """When access to a flat is needed, the resident is told the date and time, the reason and the employee."""
         request = await self._request(number)
-        person = await self.journal.staff.find_one({"_id": staff_id})
+        person = await self.desk.person(staff_id)
         if person is None:
             raise InvalidInput("Сотрудник не найден в справочнике")
         if not reason.strip():
@@ -406,8 +359,11 @@ class Inbox:
             "planned_by": actor.login,
             "planned_at": now,
         }
-        await self.journal.requests.update_one({"_id": number}, {"$set": {"visit": visit, "updated_at": now}})
-        await self._audit(number, actor, "visit", {"visit": f"{self.texts.local(when)} — {person['name']}"}, now)
+        changes = {"visit": f"{self.texts.local(when)} — {person['name']}"}
+        await self.desk.change_request(
+            number, {"visit": visit, "updated_at": now}, self._audit_entry(number, actor, "visit", changes, now)
+        )
+        await self._updated(number, "visit")
         text = self.texts.render(
             "visit",
             self._channel_of(request),
@@ -418,16 +374,17 @@ class Inbox:
         )
         await self._notify_resident(request, text, "notice")
 
-    def _channel_of(self, request: dict[str, Any]) -> str:
-        return str(request.get("channel") or "webchat")
+    @staticmethod
+    def _channel_of(request: RequestDoc) -> str:
+        return str(request.get("channel") or "")
 
     async def add_note(self, number: str, text: str, actor: Actor, now: datetime) -> None:
         await self._request(number)
         if not text.strip():
             raise InvalidInput("Пустая заметка")
         note = {"at": now, "by": actor.login, "text": text.strip()[:2000]}
-        await self.journal.requests.update_one({"_id": number}, {"$push": {"notes": note}, "$set": {"updated_at": now}})
-        await self._audit(number, actor, "note", {"text": note["text"]}, now)
+        await self.desk.add_note(number, note, self._audit_entry(number, actor, "note", {"text": note["text"]}, now))
+        await self._updated(number, "note")
 
     async def set_status(
         self, number: str, status: str, actor: Actor, now: datetime, result: dict[str, Any] | None = None
@@ -450,19 +407,14 @@ class Inbox:
             fields.update({"result": {k: v for k, v in result.items() if v}, "closed_at": now})
         if status == "cancelled":
             fields["closed_at"] = now
-        await self.journal.requests.update_one({"_id": number}, {"$set": fields})
-        await self._audit(
-            number,
-            actor,
-            "status",
-            {"status": [current, status], **({"result": fields["result"]} if "result" in fields else {})},
-            now,
-        )
+        changes = {"status": [current, status], **({"result": fields["result"]} if "result" in fields else {})}
+        await self.desk.change_request(number, fields, self._audit_entry(number, actor, "status", changes, now))
+        await self._updated(number, "status")
         if status in ("localized", "done"):
-            await self._complete_clock(number, "localize", actor, now)
+            await self.desk.complete_clock(number, "localize", actor.login, now)
         if status == "done":
-            await self._complete_clock(number, "eliminate", actor, now)
-            await self._close_conversation(request)
+            await self.desk.complete_clock(number, "eliminate", actor.login, now)
+            await self.desk.release_conversation(request.get("conversation_id"), number)
             survey = await self._notify_resident(
                 request,
                 self.texts.render(
@@ -472,13 +424,12 @@ class Inbox:
                 buttons=survey_buttons(number),
             )
             if survey is not None:
-                await self.journal.requests.update_one({"_id": number}, {"$set": {"survey.asked_at": now}})
-                await self.journal.conversations.update_one(
-                    {"_id": request.get("conversation_id")},
-                    {"$set": {"state": State("survey_comment", number=number).as_dict()}},
+                await self.desk.survey_asked(number, now)
+                await self.desk.set_conversation_state(
+                    request.get("conversation_id") or "", State("survey_comment", number=number).as_dict()
                 )
         elif status == "cancelled":
-            await self._close_conversation(request)
+            await self.desk.release_conversation(request.get("conversation_id"), number)
         elif status != "registered":
             await self._notify_resident(
                 request,
@@ -501,12 +452,12 @@ class Inbox:
         self, master: str, status: str, actor: Actor, now: datetime, result: dict[str, Any] | None
     ) -> None:
         """Every reporter of an incident hears how its master goes; closing the master closes theirs."""
-        incident = await self.journal.incidents.find_one({"_id": master})
+        incident = await self.desk.incident(master)
         if incident is None:
             return
         closing = status in ("done", "cancelled")
         if closing:
-            await self.journal.incidents.update_one({"_id": master}, {"$set": {"status": "closed", "closed_at": now}})
+            await self.desk.close_incident(master, now)
         for reporter in await self.journal.incident_reporters(master):
             number = reporter["_id"]
             if number == master:
@@ -518,17 +469,17 @@ class Inbox:
                 outcome = {
                     "result": f"Выполнено в рамках заявки № {master}. {(result or {}).get('result', '')}".strip()
                 }
-                await self.journal.requests.update_one(
-                    {"_id": number},
-                    {"$set": {"status": status, "closed_at": now, "result": outcome, "updated_at": now}},
+                changes = {"status": [request.get("status"), status], "incident": master}
+                await self.desk.change_request(
+                    number,
+                    {"status": status, "closed_at": now, "result": outcome, "updated_at": now},
+                    self._audit_entry(number, actor, "status", changes, now),
                 )
-                await self._audit(
-                    number, actor, "status", {"status": [request.get("status"), status], "incident": master}, now
-                )
+                await self._updated(number, "status")
                 if status == "done":
-                    await self._complete_clock(number, "localize", actor, now)
-                    await self._complete_clock(number, "eliminate", actor, now)
-                await self._close_conversation(request)
+                    await self.desk.complete_clock(number, "localize", actor.login, now)
+                    await self.desk.complete_clock(number, "eliminate", actor.login, now)
+                await self.desk.release_conversation(request.get("conversation_id"), number)
             text = self.texts.render(
                 "incident_update", self._channel_of(request), number=number, master=master, status=STATUS_NAMES[status]
             )
@@ -536,48 +487,27 @@ class Inbox:
                 request, text, "status", buttons=survey_buttons(number) if status == "done" else ()
             )
 
-    async def _close_conversation(self, request: dict[str, Any]) -> None:
-        await self.journal.conversations.update_one(
-            {"_id": request.get("conversation_id"), "active_request": request["_id"]},
-            {"$set": {"active_request": None, "emergency": False, "waiting_since": None}},
-        )
-
     async def complete_clock(self, number: str, clock: str, actor: Actor, now: datetime) -> None:
         await self._request(number)
-        await self._complete_clock(number, clock, actor, now)
-        await self._audit(number, actor, "clock", {"clock": clock}, now)
-
-    async def _complete_clock(self, number: str, clock: str, actor: Actor, now: datetime) -> None:
-        request = await self.journal.request(number)
-        if request is None:
-            return
-        clocks = request.get("clocks") or {}
-        entry = clocks.get(clock)
-        if entry is None or entry.get("done_at") is not None:
-            return
-        entry = {**entry, "done_at": now, "by": actor.login, "met": now <= entry["due_at"]}
-        clocks = {**clocks, clock: entry}
-        await self.journal.requests.update_one(
-            {"_id": number, f"clocks.{clock}.done_at": None},
-            {"$set": {f"clocks.{clock}": entry, "next_due_at": next_due(clocks)}},
-        )
+        await self.desk.complete_clock(number, clock, actor.login, now)
+        await self.journal.record_audit(self._audit_entry(number, actor, "clock", {"clock": clock}, now))
+        await self._updated(number, "clock")
 
     async def complete_task(self, task_id: str, actor: Actor, now: datetime, note: str = "") -> None:
         """A dispatcher called the resident back; a voicemail request's resident is thereby informed."""
-        task = await self.journal.tasks.find_one({"_id": task_id})
+        task = await self.desk.task(task_id)
         if task is None:
             raise NotFound(task_id)
         if task.get("status") != "open":
             return
         met = now <= task["due_at"]
-        await self.journal.tasks.update_one(
-            {"_id": task_id},
-            {"$set": {"status": "done", "done_at": now, "by": actor.login, "met": met, "note": note.strip()[:1000]}},
-        )
+        await self.desk.complete_task(task_id, actor.login, now, met, note.strip()[:1000])
         number = task.get("request_number")
         if number:
-            await self._complete_clock(number, "inform", actor, now)
-            await self._audit(number, actor, "callback", {"phone": task.get("phone"), "met": met}, now)
+            await self.desk.complete_clock(number, "inform", actor.login, now)
+            changes = {"phone": task.get("phone"), "met": met}
+            await self.journal.record_audit(self._audit_entry(number, actor, "callback", changes, now))
+            await self._updated(number, "callback")
         await self.bus.publish_event(
             Event(
                 type="task.done",
@@ -589,11 +519,12 @@ class Inbox:
 
     # -- the municipal notice --------------------------------------------------------
 
-    def municipal_notice_text(self, request: dict[str, Any]) -> str:
+    def municipal_notice_text(self, request: RequestDoc) -> str:
         context = self.texts.request_context(request)
+        channel = self.channels.official_mail()
         return self.texts.render(
             "municipal_notice",
-            "email",
+            channel.name if channel else "",
             **context,
             problem_detail=describe_problem(request["category"], request.get("text", "")),
             eliminate=self.texts.local((request.get("clocks") or {}).get("eliminate", {}).get("due_at")),
@@ -608,65 +539,50 @@ class Inbox:
         if notice.get("status") == "sent":
             return
         address = self.settings.municipality_email
-        if not address:
+        channel = self.channels.official_mail()
+        if not address or channel is None:
             raise InvalidInput("Не настроен адрес органа местного самоуправления (ADSHUB_MUNICIPALITY_EMAIL)")
         outbound = Outbound(
             id=f"municipal:{number}",
-            channel="email",
+            channel=channel.name,
             address=address,
             text=text.strip(),
             kind="notice",
             request_number=number,
             author=actor.login,
             subject=f"Уведомление об аварии, заявка № {number}",
+            created_at=now,
         )
-        await self.journal.messages.update_one(
-            {"_id": outbound.id},
-            {
-                "$setOnInsert": {
-                    "direction": "out",
-                    "kind": "notice",
-                    "channel": "email",
-                    "address": address,
-                    "text": outbound.text,
-                    "request_number": number,
-                    "at": now,
-                    "author": actor.login,
-                    "delivery": {"status": "pending"},
-                    "outbound": outbound.model_dump(mode="json"),
-                    "conversation_id": None,
-                }
-            },
-            upsert=True,
-        )
+        await self.desk.record_outbound(outbound_doc(outbound, contact_id=None))
         await self.bus.publish_outbound(outbound)
-        await self.journal.requests.update_one(
-            {"_id": number},
-            {
-                "$set": {
-                    "municipal_notice": {
-                        "required": True,
-                        "status": "sent",
-                        "sent_at": now,
-                        "by": actor.login,
-                        "address": address,
-                        "text": outbound.text,
-                    }
-                }
-            },
+        sent = {
+            "required": True,
+            "status": "sent",
+            "sent_at": now,
+            "by": actor.login,
+            "address": address,
+            "text": outbound.text,
+        }
+        await self.desk.change_request(
+            number,
+            {"municipal_notice": sent},
+            self._audit_entry(number, actor, "municipal_notice", {"to": address}, now),
         )
-        await self._audit(number, actor, "municipal_notice", {"to": address}, now)
+        await self._updated(number, "municipal_notice")
 
     # -- helpers ---------------------------------------------------------------------
 
-    async def _request(self, number: str) -> dict[str, Any]:
+    async def _request(self, number: str) -> RequestDoc:
         request = await self.journal.request(number)
         if request is None:
             raise NotFound(number)
         return request
 
-    async def _audit(self, number: str, actor: Actor, action: str, changes: dict[str, Any], now: datetime) -> None:
-        await self.journal.audit.insert_one(audit_entry(number, actor.audit_name, action, changes, "inbox", at=now))
+    @staticmethod
+    def _audit_entry(number: str, actor: Actor, action: str, changes: dict[str, Any], now: datetime) -> AuditDoc:
+        return audit_doc(number, actor.audit_name, action, changes, "inbox", at=now)
+
+    async def _updated(self, number: str, action: str) -> None:
         await self.bus.publish_event(Event(type="request.updated", request_number=number, data={"action": action}))
 
 

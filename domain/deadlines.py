@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from router.categories import Category
+from domain.categories import Category
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,26 @@ class DeadlinePolicy:
     answer_working_days: int = 10
 
     @classmethod
-    def from_settings(cls, settings: object) -> DeadlinePolicy:
+    def from_settings(cls, settings: ClockSettings) -> DeadlinePolicy:
         return cls(
-            tz=settings.zone,  # type: ignore[attr-defined]
-            inform=timedelta(minutes=settings.inform_minutes),  # type: ignore[attr-defined]
-            review=timedelta(minutes=settings.review_minutes),  # type: ignore[attr-defined]
-            callback=timedelta(minutes=settings.callback_minutes),  # type: ignore[attr-defined]
-            handoff=timedelta(minutes=settings.handoff_minutes),  # type: ignore[attr-defined]
+            tz=settings.zone,
+            inform=timedelta(minutes=settings.inform_minutes),
+            review=timedelta(minutes=settings.review_minutes),
+            callback=timedelta(minutes=settings.callback_minutes),
+            handoff=timedelta(minutes=settings.handoff_minutes),
         )
+
+
+class ClockSettings(Protocol):
+    """The company's configured clocks (``adshub.settings.Settings`` is one)."""
+
+    @property
+    def zone(self) -> ZoneInfo: ...
+
+    inform_minutes: int
+    review_minutes: int
+    callback_minutes: int
+    handoff_minutes: int
 
 
 ACCIDENTS = {

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-from router.normalize import _MORPH, normalize, words_to_digits
+from domain.normalize import _MORPH, normalize, words_to_digits
 
 STREET_TYPES: dict[str, str] = {
     "ул": "ул.",
@@ -163,6 +163,19 @@ class Address:
 
 
 FIELDS = tuple(f.name for f in fields(Address))
+
+
+def building_key(address: Address | None) -> str | None:
+    """A stable key of a building for history, the directory and incident grouping: «ленина|7|2»."""
+    if address is None or not address.street or not address.house:
+        return None
+    street = re.sub(r"[^а-яa-z0-9]+", " ", address.street.lower().replace("ё", "е")).strip()
+    return "|".join([street, address.house.lower(), (address.building or "").lower()]).rstrip("|")
+
+
+def street_key(text: str) -> str:
+    """The street part of a building key for free text a dispatcher typed («Ленина» → «ленина»)."""
+    return re.sub(r"[^а-яa-z0-9]+", " ", text.lower().replace("ё", "е")).strip()
 
 
 def _title(name: str) -> str:

@@ -1,8 +1,8 @@
 """Classify a resident's message: one of 16 categories, the emergency flag, a
 confidence and the phrases that decided it.
 
-The pipeline is pure and cached: normalize (router.normalize) → words with
-lemmas and clauses → concepts (router.lexicon) with negation and tense →
+The pipeline is pure and cached: normalize (domain.normalize) → words with
+lemmas and clauses → concepts (domain.lexicon) with negation and tense →
 category rules that weigh evidence → the most urgent confident problem wins.
 Rules speak about concepts ("a heating part that leaks"), not about example
 sentences, so that they carry over to messages nobody has seen yet.
@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from router.categories import CATEGORIES, Category
-from router.lexicon import ABBREVIATIONS, CONCEPTS, LOCATIVES, NEGATORS, ONGOING_BEFORE
-from router.normalize import is_known, lemma, normalize
+from domain.categories import CATEGORIES, Category
+from domain.lexicon import ABBREVIATIONS, CONCEPTS, LOCATIVES, NEGATORS, ONGOING_BEFORE
+from domain.normalize import is_known, lemma, normalize
 
 STRONG = 3.0
 """Evidence that on its own settles a category."""
@@ -139,7 +139,7 @@ def concepts_of(surface: str) -> tuple[str, frozenset[str]]:
 @lru_cache(maxsize=20_000)
 def _done(word: str) -> bool:
     """A verb in the past («устранили», «достали») or a state word («сухо»): the problem is over."""
-    from router.normalize import _MORPH
+    from domain.normalize import _MORPH
 
     tag = _MORPH.parse(word)[0].tag
     if tag.POS in ("VERB", "INFN", "GRND"):
@@ -512,7 +512,7 @@ _IMPERFECTIVE_PAST: dict[str, bool] = {}
 def _imperfective_past(word: str) -> bool:
     """«отсутствовала», «не было»: a state that held in the past, not now."""
     if word not in _IMPERFECTIVE_PAST:
-        from router.normalize import _MORPH
+        from domain.normalize import _MORPH
 
         tag = _MORPH.parse(word)[0].tag
         _IMPERFECTIVE_PAST[word] = (tag.tense == "past" and tag.aspect == "impf") or word in ("было", "была", "был")

@@ -1,19 +1,14 @@
-"""The manager's reports and the journal's filters, computed from the requests of a period."""
+"""The manager's reports, computed from the requests and callbacks of a period."""
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from router.address import extract_address
-from router.records import building_key
-
-CLOCK_NAMES = ("review", "inform", "localize", "eliminate", "handoff", "answer")
+from journal.documents import RequestDoc, TaskDoc
 
 
 @dataclass
@@ -38,7 +33,7 @@ def _minutes(later: datetime | None, earlier: datetime | None) -> float | None:
     return (later - earlier).total_seconds() / 60
 
 
-def build_report(requests: list[dict[str, Any]], tasks: list[dict[str, Any]], tz: ZoneInfo) -> Report:
+def build_report(requests: list[RequestDoc], tasks: list[TaskDoc], tz: ZoneInfo) -> Report:
     report = Report()
     waits: dict[str, list[float]] = {"inform": [], "localize": [], "close": []}
     for doc in requests:
@@ -71,37 +66,3 @@ def build_report(requests: list[dict[str, Any]], tasks: list[dict[str, Any]], tz
         "open": sum(1 for t in tasks if t.get("status") == "open"),
     }
     return report
-
-
-def journal_query(filters: dict[str, str], tz: ZoneInfo) -> dict[str, Any]:
-    """A MongoDB query from the journal page's filters; only indexed fields and anchored regexes."""
-    query: dict[str, Any] = {}
-    period: dict[str, datetime] = {}
-    for key, op in (("from", "$gte"), ("to", "$lte")):
-        value = filters.get(key, "").strip()
-        if value:
-            try:
-                day = datetime.strptime(value, "%Y-%m-%d")
-            except ValueError:
-                continue
-            moment = day.replace(tzinfo=tz)
-            if key == "to":
-                moment = moment.replace(hour=23, minute=59, second=59)
-            period[op] = moment
-    if period:
-        query["registered_at"] = period
-    for key in ("channel", "category", "status"):
-        if filters.get(key):
-            query[key] = filters[key]
-    address = filters.get("address", "").strip()
-    if address:
-        parsed = extract_address(address)
-        key = building_key(parsed) if parsed else None
-        if key:
-            query["address.key"] = {"$regex": "^" + re.escape(key)}
-        else:
-            street = re.sub(r"[^а-яa-z0-9]+", " ", address.lower().replace("ё", "е")).strip()
-            query["address.key"] = {"$regex": "^" + re.escape(street)}
-    if filters.get("breached"):
-        query["$or"] = [{f"clocks.{name}.met": False} for name in CLOCK_NAMES]
-    return query

@@ -8,25 +8,27 @@ HttpOnly cookie, every POST carries a CSRF token, login attempts are throttled.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
-from adshub.web import Services
+from adshub.bus import Bus
+from adshub.settings import Settings
 from bots.texts import Texts
-from journal.inbox.actions import Inbox
-from journal.inbox.live import EventHub
-from journal.inbox.views import INBOX, LIVE, THROTTLE, USERS, LoginThrottle, auth_middleware, routes
+from domain.deadlines import DeadlinePolicy
+from inbox.actions import ChannelDirectory, Inbox
+from inbox.live import EventHub
+from inbox.views import INBOX, LIVE, THROTTLE, USERS, LoginThrottle, auth_middleware, routes
+from journal.repository import Journal
 from journal.users import Users
-from router.deadlines import DeadlinePolicy
 
 
-def init_inbox(settings: Any, services: Services) -> web.Application:
+def init_inbox(
+    settings: Settings, journal: Journal, bus: Bus, texts: Texts, channels: ChannelDirectory
+) -> web.Application:
     app = web.Application(middlewares=[auth_middleware])
-    texts = services.extra.get("texts") or Texts(settings.zone, settings.company_name, settings.company_phone)
-    app[INBOX] = Inbox(services.journal, services.bus, texts, DeadlinePolicy.from_settings(settings), settings)
-    app[USERS] = Users(services.journal)
-    app[LIVE] = EventHub(services.bus)
+    app[INBOX] = Inbox(journal, bus, texts, DeadlinePolicy.from_settings(settings), settings, channels)
+    app[USERS] = Users(journal)
+    app[LIVE] = EventHub(bus)
     app[THROTTLE] = LoginThrottle()
     app.router.add_routes(routes)
     app.cleanup_ctx.append(_start_live)
@@ -34,6 +36,5 @@ def init_inbox(settings: Any, services: Services) -> web.Application:
 
 
 async def _start_live(app: web.Application) -> AsyncIterator[None]:
-    await app[USERS].prepare()
     await app[LIVE].start()
     yield

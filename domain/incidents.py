@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from router.categories import Category
+from domain.categories import Category
 
 GROUPABLE = {
     Category.WATER_ACCIDENT,

@@ -14,14 +14,15 @@ from multidict import MultiDictProxy
 
 from adshub.errors import InvalidInput, NotFound
 from adshub.ratelimit import RateLimiter
-from adshub.web import SERVICES, SETTINGS, render
+from adshub.web import SETTINGS, render
 from bots.texts import STATUS_NAMES
-from journal.export import CHANNEL_NAMES, export_row, to_csv, to_xlsx
-from journal.inbox.actions import STATUSES, TRANSITIONS, Actor, Inbox, required_on_close
-from journal.inbox.live import EventHub
-from journal.inbox.reports import build_report, journal_query
+from domain.categories import CATEGORIES
+from inbox.actions import STATUSES, TRANSITIONS, Actor, Inbox, required_on_close
+from inbox.live import EventHub
+from inbox.reports import build_report
+from journal.desk import JournalFilters
+from journal.export import export_row, to_csv, to_xlsx
 from journal.users import ROLE_NAMES, ROLES, Session, Users
-from router.categories import CATEGORIES
 
 INBOX = web.AppKey("inbox", Inbox)
 USERS = web.AppKey("users", Users)
@@ -59,7 +60,8 @@ def now() -> datetime:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every page and API needs a session; a POST needs the session's CSRF token too."""
     session = await request.app[USERS].session(request.cookies.get(SESSION_COOKIE))
-    request[SESSION] = session
+    if session is not None:
+        request[SESSION] = session
     local = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
     local = local.removeprefix("/inbox") or "/"
     if session is None and (request.method, local) not in OPEN_PATHS:
@@ -107,7 +109,7 @@ def page(request: web.Request, template: str, context: dict[str, Any], status: i
         "company": settings.company_name,
         "categories": CATEGORIES,
         "status_names": STATUS_NAMES,
-        "channel_names": CHANNEL_NAMES,
+        "channel_names": request.app[INBOX].channels.titles(),
         "role_names": ROLE_NAMES,
         "local": request.app[INBOX].texts.local,
         "now": now(),
@@ -217,7 +219,7 @@ async def _conversation_context(request: web.Request) -> dict[str, Any]:
     except NotFound:
         raise web.HTTPNotFound(text="Переписка не найдена") from None
     return {
-        **view,
+        **vars(view),
         "staff": await inbox.staff(),
         "statuses": STATUSES,
         "transitions": TRANSITIONS,
@@ -265,11 +267,10 @@ async def request_page(request: web.Request) -> web.StreamResponse:
         doc, audit = await inbox.request(request.match_info["number"])
     except NotFound:
         raise web.HTTPNotFound(text="Заявка не найдена") from None
-    incident = None
-    if doc.get("incident_id"):
-        incident = await inbox.journal.incidents.find_one({"_id": doc["incident_id"]})
-        if incident is not None:
-            incident["reporters"] = await inbox.journal.incident_reporters(doc["incident_id"])
+    incident: dict[str, Any] | None = None
+    found = await inbox.desk.incident(doc.get("incident_id") or "") if doc.get("incident_id") else None
+    if found is not None:
+        incident = {**found, "reporters": await inbox.journal.incident_reporters(found["_id"])}
     return page(
         request,
         "inbox/request.html",
@@ -309,7 +310,7 @@ async def _photo_report(request: web.Request, form: MultiDictProxy[Any], number:
         if not content_type.startswith("image/"):
             raise InvalidInput("Фотоотчёт: только изображения")
         stored.append(
-            await request.app[SERVICES].journal.store_file(
+            await request.app[INBOX].journal.store_file(
                 data, field.filename, content_type, {"request": number, "kind": "photo_report"}
             )
         )
@@ -385,7 +386,7 @@ async def task_done(request: web.Request) -> web.StreamResponse:
 @routes.get("/files/{reference}")
 async def file(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
-    found = await request.app[SERVICES].journal.read_file(request.match_info["reference"])
+    found = await request.app[INBOX].journal.read_file(request.match_info["reference"])
     if found is None:
         raise web.HTTPNotFound(text="Файл не найден")
     data, content_type, _name = found
@@ -414,21 +415,13 @@ def _filters(request: web.Request) -> dict[str, str]:
 async def journal_page(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
     filters = _filters(request)
-    query = journal_query(filters, request.app[SETTINGS].zone)
-    journal = request.app[SERVICES].journal
     try:
         page_no = max(1, int(request.query.get("page", "1")))
     except ValueError:
         page_no = 1
-    total = await journal.requests.count_documents(query)
-    docs = [
-        d
-        async for d in journal.requests.find(query)
-        .sort("registered_at", -1)
-        .skip((page_no - 1) * PAGE_SIZE)
-        .limit(PAGE_SIZE)
-    ]
-    await journal.with_inform(docs)
+    docs, total = await request.app[INBOX].desk.journal_page(
+        JournalFilters(filters), request.app[SETTINGS].zone, page_no, PAGE_SIZE
+    )
     return page(
         request,
         "inbox/journal.html",
@@ -448,20 +441,20 @@ async def journal_page(request: web.Request) -> web.StreamResponse:
 async def journal_export(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
     settings = request.app[SETTINGS]
-    query = journal_query(_filters(request), settings.zone)
-    journal = request.app[SERVICES].journal
-    docs = await journal.with_inform([d async for d in journal.requests.find(query).sort("registered_at", 1)])
+    inbox = request.app[INBOX]
+    docs = await inbox.desk.requests_matching(JournalFilters(_filters(request)), settings.zone)
     rows = [export_row(d, settings.zone) for d in docs]
+    titles = inbox.channels.titles()
     stamp = now().astimezone(settings.zone).strftime("%Y%m%d-%H%M")
     if request.query.get("format") == "csv":
         return web.Response(
-            body=to_csv(rows, settings.zone).encode("utf-8"),
+            body=to_csv(rows, settings.zone, titles).encode("utf-8"),
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="journal-{stamp}.csv"'},
         )
     return web.Response(
-        body=to_xlsx(rows, settings.zone),
+        body=to_xlsx(rows, settings.zone, titles),
         content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         headers={"Content-Disposition": f'attachment; filename="journal-{stamp}.xlsx"'},
     )
@@ -472,13 +465,7 @@ async def reports(request: web.Request) -> web.StreamResponse:
     require(request, "reports")
     settings = request.app[SETTINGS]
     filters = {k: v for k, v in _filters(request).items() if k in ("from", "to")}
-    query = journal_query(filters, settings.zone)
-    journal = request.app[SERVICES].journal
-    docs = await journal.with_inform(
-        [d async for d in journal.requests.find(query, {"text": 0, "text_history": 0, "attachments": 0})]
-    )
-    task_query = {"missed_at": query["registered_at"]} if "registered_at" in query else {}
-    tasks = [t async for t in journal.tasks.find(task_query)]
+    docs, tasks = await request.app[INBOX].desk.report_inputs(JournalFilters(filters), settings.zone)
     return page(request, "inbox/reports.html", {"report": build_report(docs, tasks, settings.zone), "filters": filters})
 
 
@@ -518,14 +505,14 @@ async def staff_page(request: web.Request) -> web.StreamResponse:
 async def staff_change(request: web.Request) -> web.StreamResponse:
     require(request, "staff")
     form = await request.post()
-    journal = request.app[SERVICES].journal
+    desk = request.app[INBOX].desk
     if form.get("deactivate"):
-        await journal.staff.update_one({"_id": str(form["deactivate"])}, {"$set": {"active": False}})
+        await desk.deactivate_staff(str(form["deactivate"]))
         raise web.HTTPSeeOther("/inbox/staff")
     name = str(form.get("name", "")).strip()
     if not name:
         raise web.HTTPBadRequest(text="Укажите имя")
-    await journal.staff.insert_one(
+    await desk.add_staff(
         {
             "_id": secrets.token_hex(8),
             "name": name[:200],
@@ -544,6 +531,4 @@ async def staff_change(request: web.Request) -> web.StreamResponse:
 @routes.get("/dead-letters")
 async def dead_letters(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
-    journal = request.app[SERVICES].journal
-    docs = [d async for d in journal.dead_letters.find({}).sort("at", -1).limit(200)]
-    return page(request, "inbox/dead_letters.html", {"dead": docs})
+    return page(request, "inbox/dead_letters.html", {"dead": await request.app[INBOX].desk.dead_letters()})

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.classify import classify
+from domain.classify import classify
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -167,7 +167,7 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 
 @contextlib.contextmanager
-def embedded_database(storage: Path, port: int | None = None):  # type: ignore[no-untyped-def]
+def embedded_database(storage: Path, port: int | None = None) -> Iterator[EmbeddedDatabase]:
     db = EmbeddedDatabase("127.0.0.1", port or free_port(), storage)
     db.start()
     try:

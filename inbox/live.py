@@ -14,14 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from adshub.bus import Delivery
+from adshub.bus import Bus, Delivery
 
 log = logging.getLogger("adshub.inbox.live")
 HEARTBEAT = 15.0
 
 
 class EventHub:
-    def __init__(self, bus: Any) -> None:
+    def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
 

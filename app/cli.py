@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the hub (all parts by default)")
-    run.add_argument("parts", nargs="*", help="parts to run: router, inbox, webchat, telegram, vk, email, voicemail")
+    run.add_argument(
+        "parts", nargs="*", help="parts to run: router, inbox, channels (all configured), or channels by name"
+    )
 
     classify = sub.add_parser("classify", help='classify JSON Lines from stdin: {"text": ..., "channel": ...}')
     classify.add_argument(
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
-            from adshub.runtime import run
+            from app.runtime import run
 
             asyncio.run(run(settings, args.parts))
             return 0
@@ -89,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from router.address import extract_address
-    from router.classify import classify
-    from router.evaluate import evaluate, load_rows
-    from router.phones import extract_phones
+    from domain.address import extract_address
+    from domain.classify import classify
+    from domain.evaluate import evaluate, load_rows
+    from domain.phones import extract_phones
 
     if args.evaluate:
         report = evaluate(load_rows(args.evaluate))
@@ -137,13 +139,14 @@ def _day(value: str | None, settings: Settings, end: bool = False) -> datetime |
 
 
 async def _buildings(settings: Settings, args: argparse.Namespace) -> int:
-    from journal.buildings import import_buildings
+    from domain.buildings import parse_buildings
     from journal.repository import Journal
 
+    docs = parse_buildings(await asyncio.to_thread(args.file.read_bytes))
     journal = Journal.connect(settings.mongo_url, settings.database_name)
     try:
         await journal.prepare()
-        count = await import_buildings(journal, args.file)
+        count = await journal.save_buildings(docs)
     finally:
         await journal.close()
     print(f"imported {count} buildings")
@@ -158,7 +161,6 @@ async def _users(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await journal.prepare()
         users = Users(journal)
-        await users.prepare()
         if args.user_command == "add":
             user = await users.add(args.login, args.password, args.role, args.name)
             print(f"added {user.login} ({user.role})")
@@ -175,6 +177,7 @@ async def _users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from app.runtime import channel_directory
     from journal.export import export_row, to_csv, to_xlsx
     from journal.repository import Journal
 
@@ -184,12 +187,13 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await journal.close()
     rows = [export_row(doc, settings.zone) for doc in docs]
+    titles = channel_directory(settings).titles()
     if args.format == "json":
         data: bytes = json.dumps(rows, ensure_ascii=False, indent=2).encode("utf-8")
     elif args.format == "csv":
-        data = to_csv(rows, settings.zone).encode("utf-8")
+        data = to_csv(rows, settings.zone, titles).encode("utf-8")
     else:
-        data = to_xlsx(rows, settings.zone)
+        data = to_xlsx(rows, settings.zone, titles)
     if args.output:
         args.output.write_bytes(data)
     else:

@@ -2,7 +2,7 @@
 
 A concept entry is either a stem (``"батаре"`` matches any word or lemma that
 starts with it) or an exact lemma (``"=газ"``). Stems tolerate typos through
-``router.classify``'s fuzzy match; exact lemmas keep short words from matching
+``domain.classify``'s fuzzy match; exact lemmas keep short words from matching
 unrelated longer ones (газ vs газета).
 """
 
@@ -729,7 +729,7 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
         "=всем",
     ),
 }
-"""Concept name → stems. Names are referenced by the rules in router.classify."""
+"""Concept name → stems. Names are referenced by the rules in domain.classify."""
 
 NEGATORS = frozenset(
     {

@@ -8,7 +8,7 @@ import re
 
 import phonenumbers
 
-from router.normalize import words_to_digits
+from domain.normalize import words_to_digits
 
 DEFAULT_REGION = "RU"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from adshub.bus import Delivery, RabbitBus
+from adshub.bus import Bus, Delivery
 from adshub.contract import Event
 from journal.repository import Journal, is_transient
 
@@ -13,7 +13,7 @@ log = logging.getLogger("adshub.deadletters")
 
 
 class DeadLetterRecorder:
-    def __init__(self, journal: Journal, bus: RabbitBus) -> None:
+    def __init__(self, journal: Journal, bus: Bus) -> None:
         self.journal = journal
         self.bus = bus
 

@@ -1,4 +1,4 @@
-"""The company's buildings directory: what addresses residents may write about.
+"""The company's buildings directory, as pure functions: read its CSV, match an address to it.
 
 ``adshub buildings import FILE.csv`` reads a CSV (UTF-8 or windows-1251, comma
 or semicolon separated) with a header row. Columns:
@@ -20,22 +20,18 @@ Re-importing updates the rows with the same address; nothing is deleted.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-
-from pymongo import UpdateOne
+from typing import Any, TypeVar
 
 from adshub.errors import InvalidInput
-from router.address import STREET_TYPES, Address, extract_address
-from router.records import building_key
+from domain.address import STREET_TYPES, Address, building_key, extract_address
 
 REQUIRED = ("street", "house")
+B = TypeVar("B", bound=Mapping[str, Any])
 
 
 def _decode(data: bytes) -> str:
@@ -58,7 +54,7 @@ def _street(value: str) -> tuple[str, str | None]:
 
 
 def parse_buildings(data: bytes) -> list[dict[str, Any]]:
-    """Rows of the directory CSV as building documents. Raises InvalidInput naming the bad line."""
+    """Rows of the directory CSV as building records. Raises InvalidInput naming the bad line."""
     text = _decode(data)
     dialect = csv.Sniffer().sniff(text.splitlines()[0] if text else ",", delimiters=",;\t")
     reader = csv.DictReader(io.StringIO(text), dialect=dialect)
@@ -104,23 +100,7 @@ def parse_buildings(data: bytes) -> list[dict[str, Any]]:
     return docs
 
 
-async def import_buildings(journal: Any, path: Path) -> int:
-    docs = parse_buildings(await asyncio.to_thread(path.read_bytes))
-    now = datetime.now(UTC)
-    ops = [
-        UpdateOne(
-            {"key": d["key"]},
-            {"$set": {**d, "updated_at": now}, "$setOnInsert": {"_id": d["key"], "created_at": now}},
-            upsert=True,
-        )
-        for d in docs
-    ]
-    if ops:
-        await journal.buildings.bulk_write(ops, ordered=False)
-    return len(docs)
-
-
-def match_building(address: Address, buildings: list[dict[str, Any]]) -> dict[str, Any] | None:
+def match_building(address: Address, buildings: Sequence[B]) -> B | None:
     """The directory building of an extracted address: the same key, or one street spelled a letter off."""
     key = building_key(address)
     if key is None:
@@ -151,7 +131,7 @@ def _near(a: str, b: str) -> bool:
     return previous[-1] <= (1 if len(a) < 6 else 2)
 
 
-def canonical(address: Address, building: dict[str, Any]) -> Address:
+def canonical(address: Address, building: Mapping[str, Any]) -> Address:
     """The resident's flat and entrance at the directory's spelling of the building."""
     return replace(
         address,

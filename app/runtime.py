@@ -3,8 +3,9 @@ the named ones, so that parts can run as separate processes against the same
 RabbitMQ and MongoDB.
 
 Parts: ``router`` (registration, clocks, dead letters), ``inbox`` (the
-dispatchers' web app), and one part per channel (``webchat``, ``telegram``, …;
-a channel starts only when its settings are present).
+dispatchers' web app), ``channels`` (every channel the settings switch on), and
+one part per channel (``webchat``, ``telegram``, …; a channel starts only when
+its settings are present).
 """
 
 from __future__ import annotations
@@ -22,28 +23,41 @@ from aiohttp import web
 
 from adshub.bus import RabbitBus, Topology
 from adshub.contract import Inbound
-from adshub.embedded import EmbeddedDatabase, ensure_database
 from adshub.errors import ConfigurationError, TransientError
 from adshub.metrics import METRICS
 from adshub.settings import Settings
-from adshub.web import Services, init_app
+from app.embedded import EmbeddedDatabase, ensure_database
+from app.web import init_app
 from bots.texts import Texts
 from channels import REGISTRY, channel_class
 from channels.base import Channel, ChannelContext
 from channels.delivery import DeliveryWorker
-from journal.deadletters import DeadLetterRecorder
+from domain.deadlines import DeadlinePolicy
+from inbox import init_inbox
+from inbox.actions import ChannelDirectory
 from journal.repository import Journal
-from router.deadlines import DeadlinePolicy
+from router.deadletters import DeadLetterRecorder
 from router.service import Router
 from router.watch import ClockWatcher
 
 log = logging.getLogger("adshub.runtime")
 
 CORE_PARTS = ("router", "inbox")
+CHANNELS_PART = "channels"
+"""Every channel the company's settings switch on, in one part (``adshub run router channels``)."""
 
 
 def all_parts() -> list[str]:
-    return [*CORE_PARTS, *REGISTRY]
+    return [*CORE_PARTS, CHANNELS_PART, *REGISTRY]
+
+
+def channel_directory(settings: Settings) -> ChannelDirectory:
+    """Every registered channel's profile, and which of them the settings switch on."""
+    classes = {name: channel_class(name) for name in REGISTRY}
+    return ChannelDirectory(
+        profiles={name: cls.profile for name, cls in classes.items()},
+        configured=frozenset(name for name, cls in classes.items() if cls.configured(settings)),
+    )
 
 
 class Hub:
@@ -54,7 +68,7 @@ class Hub:
         if unknown:
             raise ConfigurationError(f"unknown part(s): {', '.join(unknown)}; known: {', '.join(all_parts())}")
         self.settings = settings
-        self.parts = list(parts) or all_parts()
+        self.parts = list(parts) or [*CORE_PARTS, CHANNELS_PART]
         self.embedded: EmbeddedDatabase | None = None
         self.journal: Journal | None = None
         self.bus: RabbitBus | None = None
@@ -74,13 +88,13 @@ class Hub:
         self.bus = RabbitBus(s.amqp_url, Topology(s.bus_prefix), prefetch=s.prefetch)
         await self.bus.connect()
         texts = Texts(s.zone, s.company_name, s.company_phone)
-        services = Services(settings=s, journal=self.journal, bus=self.bus, extra={"texts": texts})
+        directory = channel_directory(s)
 
         context = ChannelContext(settings=s, journal=self.journal)
         for name in REGISTRY:
-            cls = channel_class(name)
-            if name in self.parts and cls.configured(s):
-                self.channels.append(cls(context))
+            wanted = name in self.parts or CHANNELS_PART in self.parts
+            if wanted and name in directory.configured:
+                self.channels.append(channel_class(name)(context))
         for channel in self.channels:
             worker = DeliveryWorker(channel, self.bus, self.journal)
             await worker.start()
@@ -93,18 +107,16 @@ class Hub:
             self.watcher = ClockWatcher(self.journal, self.bus, timedelta(minutes=s.clock_warning_minutes))
             await self.watcher.start()
 
-        routes: list[web.AbstractRouteDef] = [r for ch in self.channels for r in ch.routes()]
+        api_routes: list[web.AbstractRouteDef] = [r for ch in self.channels for r in ch.routes()]
+        routes: list[web.AbstractRouteDef] = []
         subapps: list[tuple[str, web.Application]] = []
-        cleanup: list[Any] = []
         if "inbox" in self.parts:
-            from journal.inbox import init_inbox
-
-            inbox = init_inbox(s, services)
-            subapps.append(("/inbox", inbox))
+            subapps.append(("/inbox", init_inbox(s, self.journal, self.bus, texts, directory)))
             routes.append(web.get("/", _to_inbox))
-        cleanup.append(_queue_depth_ctx(self.bus, [n for n in REGISTRY]))
-        if routes or subapps:
-            self.app = init_app(s, services, routes, cleanup=cleanup, subapps=subapps)
+        remote = [c.name for c in (channel_class(n) for n in REGISTRY) if not c.profile.local_delivery]
+        cleanup = [_queue_depth_ctx(self.bus, remote)]
+        if api_routes or routes or subapps:
+            self.app = init_app(s, self.journal, api_routes, routes, cleanup=cleanup, subapps=subapps)
             self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=10)
             await self.runner.setup()
             site = web.TCPSite(self.runner, s.http_host, s.http_port, reuse_address=True)
@@ -144,9 +156,7 @@ class Hub:
 
     def urls(self) -> dict[str, str]:
         base = self.settings.public_url or f"http://{self.settings.http_host}:{self.port}"
-        found = {}
-        if any(c.name == "webchat" for c in self.channels):
-            found["chat"] = f"{base}/chat"
+        found = {purpose: f"{base}{path}" for c in self.channels for purpose, path in c.pages().items()}
         if "inbox" in self.parts:
             found["inbox"] = f"{base}/inbox"
         if self.port:
@@ -183,7 +193,7 @@ def _queue_depth_ctx(bus: RabbitBus, channels: list[str]) -> Any:
                     names = [
                         bus.topology.inbound_queue,
                         bus.topology.dead_queue,
-                        *(bus.topology.outbound_queue(c) for c in channels if c != "webchat"),
+                        *(bus.topology.outbound_queue(c) for c in channels),
                     ]
                     for name, depth in (await bus.queue_depths(names)).items():
                         METRICS.queue_depth.labels(queue=name).set(depth)

@@ -1,3 +1,0 @@
-from adshub.cli import main
-
-raise SystemExit(main())

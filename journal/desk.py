@@ -1,0 +1,304 @@
+"""What the dispatcher inbox reads and writes, as journal operations.
+
+The inbox decides (which status may follow which, what the resident is told);
+the desk stores. Every change to a request is written together with its audit
+entry, by one method, so the inbox never forgets the trail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from pymongo import ASCENDING, DESCENDING
+
+from domain.address import building_key, extract_address, street_key
+from domain.clocks import completed, next_due
+from journal.documents import (
+    AuditDoc,
+    BuildingDoc,
+    ClockDoc,
+    ContactDoc,
+    ConversationDoc,
+    CorrectionDoc,
+    DeadLetterDoc,
+    IncidentDoc,
+    MessageDoc,
+    RequestDoc,
+    StaffDoc,
+    TaskDoc,
+)
+from journal.repository import Journal
+
+CLOCK_NAMES = ("review", "inform", "localize", "eliminate", "handoff", "answer")
+CLOSED = ("done", "cancelled")
+
+
+@dataclass
+class ConversationView:
+    """One conversation as a dispatcher sees it: every channel of the person, their requests, the address."""
+
+    conversation: ConversationDoc
+    contact: ContactDoc | dict[str, Any]
+    messages: list[MessageDoc]
+    requests: list[RequestDoc]
+    address_history: list[RequestDoc]
+    tasks: list[TaskDoc]
+    active: RequestDoc | None
+
+
+@dataclass(frozen=True)
+class JournalFilters:
+    """The journal page's filters as a dispatcher typed them; unknown or malformed values are ignored."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def query(self, tz: ZoneInfo) -> dict[str, Any]:
+        """Only indexed fields and anchored regexes: the embedded server has no text indexes."""
+        filters = self.values
+        query: dict[str, Any] = {}
+        period: dict[str, datetime] = {}
+        for key, op in (("from", "$gte"), ("to", "$lte")):
+            value = filters.get(key, "").strip()
+            if value:
+                try:
+                    day = datetime.strptime(value, "%Y-%m-%d")
+                except ValueError:
+                    continue
+                moment = day.replace(tzinfo=tz)
+                if key == "to":
+                    moment = moment.replace(hour=23, minute=59, second=59)
+                period[op] = moment
+        if period:
+            query["registered_at"] = period
+        for key in ("channel", "category", "status"):
+            if filters.get(key):
+                query[key] = filters[key]
+        address = filters.get("address", "").strip()
+        if address:
+            key = building_key(extract_address(address)) or street_key(address)
+            query["address.key"] = {"$regex": "^" + re.escape(key)}
+        if filters.get("breached"):
+            query["$or"] = [{f"clocks.{name}.met": False} for name in CLOCK_NAMES]
+        return query
+
+
+class Desk:
+    """The inbox's side of the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    # -- reading ------------------------------------------------------------------
+
+    async def recent_conversations(self, limit: int = 200) -> list[ConversationDoc]:
+        cursor = self.journal.conversations.find({}).sort("last_message_at", DESCENDING).limit(limit)
+        return [c async for c in cursor]
+
+    async def conversation(self, conversation_id: str) -> ConversationDoc | None:
+        return await self.journal.conversations.find_one({"_id": conversation_id})
+
+    async def conversation_view(self, conversation_id: str) -> ConversationView | None:
+        j = self.journal
+        conv = await j.conversations.find_one({"_id": conversation_id})
+        if conv is None:
+            return None
+        contact_id = conv.get("contact_id")
+        contact: ContactDoc | dict[str, Any] = await j.contacts.find_one({"_id": contact_id}) or {}
+        siblings = [c["_id"] async for c in j.conversations.find({"contact_id": contact_id}, {"_id": 1})] or [
+            conversation_id
+        ]
+        messages = [
+            m
+            async for m in j.messages.find({"conversation_id": {"$in": siblings}}, {"raw": 0}).sort("at", 1).limit(500)
+        ]
+        requests = [
+            r async for r in j.requests.find({"contact_id": contact_id}).sort("registered_at", DESCENDING).limit(50)
+        ]
+        keys = {(r.get("address") or {}).get("key") for r in requests} - {None}
+        neighbours: list[RequestDoc] = []
+        if keys:
+            neighbours = [
+                r
+                async for r in j.requests.find(
+                    {"address.key": {"$in": sorted(k for k in keys if k)}, "contact_id": {"$ne": contact_id}}
+                )
+                .sort("registered_at", DESCENDING)
+                .limit(50)
+            ]
+        tasks = [t async for t in j.tasks.find({"conversation_id": {"$in": siblings}}).sort("due_at", 1)]
+        await j.with_inform(requests)
+        states = await j.delivery_states([m["_id"] for m in messages if m.get("direction") == "out"])
+        for message in messages:
+            state = states.get(message["_id"])
+            if state is not None:
+                message["delivery"] = {"status": state["status"], "error": state.get("error"), "sent_at": state["at"]}
+        active = next((r for r in requests if r["_id"] == conv.get("active_request")), None)
+        return ConversationView(conv, contact, messages, requests, neighbours, tasks, active)
+
+    async def last_inbound(self, conversation_id: str) -> MessageDoc | None:
+        return await self.journal.messages.find_one(
+            {"conversation_id": conversation_id, "direction": "in"}, sort=[("at", DESCENDING)]
+        )
+
+    async def request_with_audit(self, number: str) -> tuple[RequestDoc, list[AuditDoc]] | None:
+        doc = await self.journal.request(number)
+        if doc is None:
+            return None
+        audit = [a async for a in self.journal.audit.find({"request": number}).sort("at", 1)]
+        await self.journal.with_inform([doc])
+        return doc, audit
+
+    async def open_tasks(self, limit: int = 100) -> list[TaskDoc]:
+        return [t async for t in self.journal.tasks.find({"status": "open"}).sort("due_at", 1).limit(limit)]
+
+    async def task(self, task_id: str) -> TaskDoc | None:
+        return await self.journal.tasks.find_one({"_id": task_id})
+
+    async def incident(self, incident_id: str) -> IncidentDoc | None:
+        return await self.journal.incidents.find_one({"_id": incident_id})
+
+    async def building(self, key: str | None) -> BuildingDoc | None:
+        return await self.journal.buildings.find_one({"key": key}) if key else None
+
+    async def staff(self) -> list[StaffDoc]:
+        return [s async for s in self.journal.staff.find({"active": {"$ne": False}}).sort("name", 1)]
+
+    async def person(self, staff_id: str) -> StaffDoc | None:
+        return await self.journal.staff.find_one({"_id": staff_id})
+
+    async def dead_letters(self) -> list[DeadLetterDoc]:
+        return await self.journal.recent_dead_letters()
+
+    # -- the journal page, exports and reports -------------------------------------------
+
+    async def journal_page(
+        self, filters: JournalFilters, tz: ZoneInfo, page: int, size: int
+    ) -> tuple[list[RequestDoc], int]:
+        query = filters.query(tz)
+        total = await self.journal.requests.count_documents(query)
+        cursor = self.journal.requests.find(query).sort("registered_at", -1).skip((page - 1) * size).limit(size)
+        docs = [d async for d in cursor]
+        await self.journal.with_inform(docs)
+        return docs, total
+
+    async def requests_matching(self, filters: JournalFilters, tz: ZoneInfo) -> list[RequestDoc]:
+        docs = [d async for d in self.journal.requests.find(filters.query(tz)).sort("registered_at", ASCENDING)]
+        return await self.journal.with_inform(docs)
+
+    async def report_inputs(self, filters: JournalFilters, tz: ZoneInfo) -> tuple[list[RequestDoc], list[TaskDoc]]:
+        query = filters.query(tz)
+        docs = await self.journal.with_inform(
+            [d async for d in self.journal.requests.find(query, {"text": 0, "text_history": 0, "attachments": 0})]
+        )
+        task_query = {"missed_at": query["registered_at"]} if "registered_at" in query else {}
+        tasks = [t async for t in self.journal.tasks.find(task_query)]
+        return docs, tasks
+
+    # -- reviewing and answering ---------------------------------------------------------
+
+    async def mark_reviewed(self, conversation_id: str, by: str, now: datetime) -> set[str]:
+        """Review every unreviewed message of a conversation; returns the requests those messages belong to."""
+        cursor = self.journal.messages.find(
+            {
+                "conversation_id": conversation_id,
+                "direction": "in",
+                "review.done_at": None,
+                "review.due_at": {"$ne": None},
+            }
+        )
+        numbers: set[str] = set()
+        async for message in cursor:
+            review = message.get("review") or {}
+            met = now <= review["due_at"]
+            await self.journal.messages.update_one(
+                {"_id": message["_id"]}, {"$set": {"review.done_at": now, "review.by": by, "review.met": met}}
+            )
+            if message.get("request_number"):
+                numbers.add(str(message["request_number"]))
+        await self.journal.conversations.update_one({"_id": conversation_id}, {"$set": {"unread": 0}})
+        return numbers
+
+    async def record_outbound(self, doc: MessageDoc) -> None:
+        """Keep a message to a resident or an executor before it goes to the bus: the journal is the mailbox."""
+        await self.journal.messages.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+
+    async def answered(self, conversation_id: str, at: datetime, preview: str) -> None:
+        """A dispatcher answered: the conversation no longer waits for one."""
+        await self.journal.conversations.update_one(
+            {"_id": conversation_id},
+            {
+                "$set": {"waiting_since": None, "last_message_at": at, "preview": preview[:200], "unread": 0},
+                "$inc": {"messages": 1},
+            },
+        )
+
+    async def set_conversation_state(self, conversation_id: str, state: dict[str, Any] | None) -> None:
+        await self.journal.conversations.update_one({"_id": conversation_id}, {"$set": {"state": state}})
+
+    async def release_conversation(self, conversation_id: str | None, number: str) -> None:
+        """The request is closed: its conversation has no active request and waits for nobody."""
+        await self.journal.conversations.update_one(
+            {"_id": conversation_id, "active_request": number},
+            {"$set": {"active_request": None, "emergency": False, "waiting_since": None}},
+        )
+
+    # -- changing a request ----------------------------------------------------------------
+
+    async def change_request(self, number: str, fields: Mapping[str, Any], audit: AuditDoc | None) -> None:
+        """Set fields of a request and write the audit entry describing the change."""
+        await self.journal.requests.update_one({"_id": number}, {"$set": dict(fields)})
+        if audit is not None:
+            await self.journal.record_audit(audit)
+
+    async def survey_asked(self, number: str, at: datetime) -> None:
+        await self.journal.requests.update_one({"_id": number}, {"$set": {"survey.asked_at": at}})
+
+    async def add_note(self, number: str, note: dict[str, Any], audit: AuditDoc) -> None:
+        await self.journal.requests.update_one(
+            {"_id": number}, {"$push": {"notes": note}, "$set": {"updated_at": note["at"]}}
+        )
+        await self.journal.record_audit(audit)
+
+    async def record_correction(self, correction: CorrectionDoc) -> None:
+        """A dispatcher's correction of the category: a labeled example for training the classifier."""
+        await self.journal.corrections.insert_one(correction)
+
+    async def complete_clock(self, number: str, clock: str, by: str, at: datetime) -> bool:
+        """Mark one clock of a request met or missed as of ``at``; False when it was done already or is absent."""
+        request = await self.journal.requests.find_one({"_id": number}, {"clocks": 1})
+        clocks: dict[str, ClockDoc] = dict(request.get("clocks") or {}) if request is not None else {}
+        entry = clocks.get(clock)
+        if entry is None or entry.get("done_at") is not None:
+            return False
+        done = cast(ClockDoc, completed(entry, at, by))
+        clocks[clock] = done
+        result = await self.journal.requests.update_one(
+            {"_id": number, f"clocks.{clock}.done_at": None},
+            {"$set": {f"clocks.{clock}": done, "next_due_at": next_due(clocks)}},
+        )
+        return result.modified_count > 0
+
+    async def close_incident(self, incident_id: str, at: datetime) -> None:
+        await self.journal.incidents.update_one({"_id": incident_id}, {"$set": {"status": "closed", "closed_at": at}})
+
+    async def complete_task(self, task_id: str, by: str, at: datetime, met: bool, note: str) -> None:
+        await self.journal.tasks.update_one(
+            {"_id": task_id},
+            {"$set": {"status": "done", "done_at": at, "by": by, "met": met, "note": note}},
+        )
+
+    # -- the staff directory -------------------------------------------------------------
+
+    async def add_staff(self, person: StaffDoc) -> None:
+        await self.journal.staff.insert_one(person)
+
+    async def deactivate_staff(self, staff_id: str) -> None:
+        await self.journal.staff.update_one({"_id": staff_id}, {"$set": {"active": False}})
+
+    async def requests_of(self, numbers: Iterable[str | None]) -> dict[str, RequestDoc]:
+        return await self.journal.requests_by_number(numbers)
