@@ -6,10 +6,13 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY adshub ./adshub
+COPY domain ./domain
 COPY bots ./bots
-COPY channels ./channels
 COPY journal ./journal
 COPY router ./router
+COPY channels ./channels
+COPY inbox ./inbox
+COPY app ./app
 COPY templates ./templates
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home /app adshub \

@@ -27,8 +27,7 @@ rabbitmq:
 run: setup rabbitmq
 	$(BIN)/adshub run
 
-test: setup system-deps rabbitmq
-	$(BIN)/ruff check .
+test: setup system-deps rabbitmq lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 fault: setup rabbitmq
@@ -40,6 +39,8 @@ bench: setup rabbitmq
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format .

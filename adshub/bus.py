@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -499,7 +498,3 @@ class RabbitBus:
                 await channel.exchange_delete(name)
         with contextlib.suppress(*PUBLISH_ERRORS):
             await channel.close()
-
-
-def decode_json(body: bytes) -> Any:
-    return json.loads(body.decode("utf-8"))

@@ -180,10 +180,15 @@ class ChannelProfile:
     """A message that came on it can be answered on it (a voicemail cannot: the way back is a callback)."""
     threads_by_subject: bool = False
     """Replies carry a subject that keeps them in the resident's thread (mail)."""
-    notifies_executors: bool = False
-    """It can notify an executor at the address kept under its name in the staff directory."""
+    executor_address: str = ""
+    """What the staff directory asks for to notify an executor on this channel («Telegram chat id»); the
+    address is kept under the channel's name. Empty: the channel does not notify executors."""
     official_mail: bool = False
     """It sends letters to organisations (the municipal notice of an accident)."""
     local_delivery: bool = False
     """Replies reach residents through connections held by the very process that runs it (web chat): every
     process then receives a copy of each reply for its own connections."""
+
+    @property
+    def notifies_executors(self) -> bool:
+        return bool(self.executor_address)

@@ -24,10 +24,6 @@ class ForgedInput(InvalidInput):
     """A payload failed its signature or secret check."""
 
 
-class PoisonMessage(InvalidInput):
-    """A bus message that no retry can fix; it goes to the dead-letter queue."""
-
-
 class TransientError(AdshubError):
     """A dependency is unavailable for now (database, broker, remote API)."""
 

@@ -48,6 +48,11 @@ class Metrics:
             ["stage"],
             registry=registry,
         )
+        self.replies_resent = Counter(
+            "adshub_replies_resent_total",
+            "Replies published again for a redelivered message whose replies were not yet recorded as delivered",
+            registry=registry,
+        )
         self.queue_depth = Gauge("adshub_queue_depth", "Messages waiting in a queue", ["queue"], registry=registry)
 
     def render(self) -> bytes:

@@ -111,10 +111,6 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
-    @property
-    def base_url(self) -> str:
-        return self.public_url or f"http://{self.http_host}:{self.http_port}"
-
     def channel(self, model: type[C]) -> C:
         """The settings a channel owns (``model``), read from the same environment and ``.env`` file.
 

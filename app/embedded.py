@@ -7,7 +7,6 @@ Production uses real MongoDB (compose.yaml); nothing here is needed then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import os
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -122,15 +121,6 @@ class EmbeddedDatabase:
             self.process.wait(5)
         self.process = None
 
-    def pause(self) -> None:
-        """Freeze the server (tests of a database outage)."""
-        if self.process is not None:
-            os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None:
-            os.kill(self.process.pid, signal.SIGCONT)
-
 
 async def ensure_database(mongo_url: str, data_dir: Path, enabled: bool = True) -> EmbeddedDatabase | None:
     """Start the embedded database when the configured loopback URL has no server behind it."""
@@ -164,13 +154,3 @@ def _parent_death_signal() -> Callable[[], None] | None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
     return arm
-
-
-@contextlib.contextmanager
-def embedded_database(storage: Path, port: int | None = None) -> Iterator[EmbeddedDatabase]:
-    db = EmbeddedDatabase("127.0.0.1", port or free_port(), storage)
-    db.start()
-    try:
-        yield db
-    finally:
-        db.stop()

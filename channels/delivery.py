@@ -70,6 +70,7 @@ class DeliveryWorker:
         fresh = [(d, o) for d, o in outbounds if o.id not in self._seen]
         for d, o in outbounds:
             if o.id in self._seen:
+                METRICS.duplicates.labels(stage="delivery").inc()
                 await d.ack()
         try:
             already = (
@@ -88,6 +89,7 @@ class DeliveryWorker:
         by_address: dict[str, list[tuple[Delivery, Outbound]]] = defaultdict(list)
         for d, o in fresh:
             if o.id in already:
+                METRICS.duplicates.labels(stage="delivery").inc()
                 await d.ack()
                 continue
             by_address[o.address].append((d, o))

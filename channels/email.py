@@ -203,7 +203,7 @@ class Email(BaseChannel):
 
     name: ClassVar[str] = "email"
     profile: ClassVar[ChannelProfile] = ChannelProfile(
-        "email", "Электронная почта", threads_by_subject=True, notifies_executors=True, official_mail=True
+        "email", "Электронная почта", threads_by_subject=True, executor_address="Email", official_mail=True
     )
     settings_model: ClassVar[type[ChannelSettings]] = EmailSettings
 

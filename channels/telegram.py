@@ -216,7 +216,7 @@ class Telegram(BaseChannel):
     """The Telegram bot channel."""
 
     name: ClassVar[str] = "telegram"
-    profile: ClassVar[ChannelProfile] = ChannelProfile("telegram", "Telegram", notifies_executors=True)
+    profile: ClassVar[ChannelProfile] = ChannelProfile("telegram", "Telegram", executor_address="Telegram chat id")
     settings_model: ClassVar[type[ChannelSettings]] = TelegramSettings
     http_timeout: ClassVar[aiohttp.ClientTimeout] = aiohttp.ClientTimeout(total=None, sock_connect=10)
 

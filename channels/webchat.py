@@ -24,6 +24,7 @@ from pydantic import Field
 
 from adshub.contract import ChannelProfile, Inbound, Outbound, Sender, utcnow
 from adshub.errors import TransientError
+from adshub.metrics import METRICS
 from adshub.ratelimit import RateLimiter
 from adshub.settings import ChannelSettings, Settings
 from adshub.web import render
@@ -167,6 +168,7 @@ class WebChat(BaseChannel):
 
     async def send(self, outbound: Outbound) -> SendResult:
         if outbound.id in self._pushed:
+            METRICS.duplicates.labels(stage="delivery").inc()
             return "sent"
         sockets = [ws for ws in self._sockets.get(outbound.address, ()) if not ws.closed]
         if not sockets:
@@ -302,6 +304,3 @@ class WebChat(BaseChannel):
                 await self.journal.record_deliveries(shown, "sent", utcnow())
             except Exception as exc:
                 log.warning("could not record replies shown from history: %s", exc)
-
-    def connected_sessions(self) -> int:
-        return len(self._sockets)

@@ -64,7 +64,3 @@ CATEGORIES: dict[Category, CategoryInfo] = {info.code: info for info in _INFO}
 
 def info(code: str | Category) -> CategoryInfo:
     return CATEGORIES[Category(code)]
-
-
-def is_emergency(code: str | Category) -> bool:
-    return info(code).emergency

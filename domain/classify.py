@@ -179,7 +179,6 @@ class Analysis:
         self.historic = self._historic_clauses()
         self._current: dict[str, list[int]] = {}
         self._active: dict[str, list[int]] = {}
-        self.exclaims = self.text.count("!")
         self.question = "?" in self.text
 
     def _negated(self) -> set[int]:

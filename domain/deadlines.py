@@ -176,10 +176,6 @@ def planned_deadline(clocks: list[Clock]) -> datetime | None:
     return None
 
 
-def callback_clock(missed_at: datetime, policy: DeadlinePolicy) -> Clock:
-    return _clock("callback", missed_at + policy.callback, "416 п. 13(1)")
-
-
 def registration_year(registered_at: datetime, tz: ZoneInfo) -> int:
     """The calendar year of registration in the company's time zone (numbers restart each year)."""
     return registered_at.astimezone(tz).year

@@ -52,11 +52,3 @@ def extract_phones(text: str, region: str = DEFAULT_REGION) -> list[str]:
         if found:
             break
     return found
-
-
-def display_phone(e164: str) -> str:
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return e164
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

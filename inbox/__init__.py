@@ -32,9 +32,14 @@ def init_inbox(
     app[THROTTLE] = LoginThrottle()
     app.router.add_routes(routes)
     app.cleanup_ctx.append(_start_live)
+    app.on_shutdown.append(_close_live)
     return app
 
 
 async def _start_live(app: web.Application) -> AsyncIterator[None]:
     await app[LIVE].start()
     yield
+
+
+async def _close_live(app: web.Application) -> None:
+    app[LIVE].close()

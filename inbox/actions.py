@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from adshub.bus import Bus
@@ -100,8 +100,13 @@ class ChannelDirectory:
         found = self.profiles.get(name or "")
         return found if found is not None else ChannelProfile(name or "?", name or "?")
 
-    def executor_channels(self) -> list[ChannelProfile]:
-        return [p for n, p in self.profiles.items() if p.notifies_executors and n in self.configured]
+    def executor_channels(self, configured_only: bool = True) -> list[ChannelProfile]:
+        """Channels an executor can be notified on (those switched on, unless ``configured_only`` is False)."""
+        return [
+            p
+            for n, p in self.profiles.items()
+            if p.notifies_executors and (n in self.configured or not configured_only)
+        ]
 
     def official_mail(self) -> ChannelProfile | None:
         return next((p for n, p in self.profiles.items() if p.official_mail and n in self.configured), None)
@@ -584,8 +589,3 @@ class Inbox:
 
     async def _updated(self, number: str, action: str) -> None:
         await self.bus.publish_event(Event(type="request.updated", request_number=number, data={"action": action}))
-
-
-def window(days: int, now: datetime | None = None) -> tuple[datetime, datetime]:
-    end = now or datetime.now(UTC)
-    return end - timedelta(days=days), end

@@ -23,7 +23,7 @@ HEARTBEAT = 15.0
 class EventHub:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._clients: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
     async def start(self) -> None:
         await self.bus.consume_private("events", ["#"], self._on_events)
@@ -40,13 +40,20 @@ class EventHub:
                         queue.put_nowait(event)
             await delivery.ack()
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=500)
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=500)
         self._clients.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         self._clients.discard(queue)
+
+    def close(self) -> None:
+        """End every open stream (the server is shutting down); the pages reconnect to another process."""
+        for queue in list(self._clients):
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(None)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -62,6 +69,8 @@ class EventHub:
                 except TimeoutError:
                     await response.write(b": ping\n\n")
                     continue
+                if event is None:
+                    break
                 public = {k: event.get(k) for k in ("type", "conversation_id", "request_number", "message_id")}
                 public["emergency"] = bool((event.get("data") or {}).get("emergency"))
                 await response.write(f"data: {json.dumps(public, ensure_ascii=False)}\n\n".encode())

@@ -6,7 +6,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from inbox.actions import STATUSES, TRANSITIONS, Actor, Inbox, required_on_close
 from inbox.live import EventHub
 from inbox.reports import build_report
 from journal.desk import JournalFilters
+from journal.documents import StaffDoc
 from journal.export import export_row, to_csv, to_xlsx
 from journal.users import ROLE_NAMES, ROLES, Session, Users
 
@@ -498,7 +499,12 @@ async def users_change(request: web.Request) -> web.StreamResponse:
 @routes.get("/staff")
 async def staff_page(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
-    return page(request, "inbox/staff.html", {"staff": await request.app[INBOX].staff()})
+    inbox = request.app[INBOX]
+    return page(
+        request,
+        "inbox/staff.html",
+        {"staff": await inbox.staff(), "executor_channels": inbox.channels.executor_channels(configured_only=False)},
+    )
 
 
 @routes.post("/staff")
@@ -512,19 +518,18 @@ async def staff_change(request: web.Request) -> web.StreamResponse:
     name = str(form.get("name", "")).strip()
     if not name:
         raise web.HTTPBadRequest(text="Укажите имя")
-    await desk.add_staff(
-        {
-            "_id": secrets.token_hex(8),
-            "name": name[:200],
-            "trade": str(form.get("trade", ""))[:100],
-            "kind": "contractor" if form.get("kind") == "contractor" else "staff",
-            "phone": str(form.get("phone", ""))[:40],
-            "email": str(form.get("email", "")).strip()[:320] or None,
-            "telegram": str(form.get("telegram", "")).strip()[:40] or None,
-            "active": True,
-            "created_at": now(),
-        }
-    )
+    person: dict[str, Any] = {
+        "_id": secrets.token_hex(8),
+        "name": name[:200],
+        "trade": str(form.get("trade", ""))[:100],
+        "kind": "contractor" if form.get("kind") == "contractor" else "staff",
+        "phone": str(form.get("phone", ""))[:40],
+        "active": True,
+        "created_at": now(),
+    }
+    for profile in request.app[INBOX].channels.executor_channels(configured_only=False):
+        person[profile.name] = str(form.get(profile.name, "")).strip()[:320] or None
+    await desk.add_staff(cast(StaffDoc, person))
     raise web.HTTPSeeOther("/inbox/staff")
 
 

@@ -35,7 +35,6 @@ from journal.documents import (
 from journal.repository import Journal
 
 CLOCK_NAMES = ("review", "inform", "localize", "eliminate", "handoff", "answer")
-CLOSED = ("done", "cancelled")
 
 
 @dataclass

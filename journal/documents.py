@@ -295,6 +295,31 @@ class BuildingDoc(TypedDict, total=False):
     note: str
 
 
+class UserDoc(TypedDict, total=False):
+    """A dispatcher, manager or admin of the inbox; ``_id`` is the login."""
+
+    _id: Required[str]
+    login: str
+    password_hash: str
+    role: str
+    name: str
+    disabled: bool
+    created_at: datetime
+
+
+class SessionDoc(TypedDict, total=False):
+    """A signed-in browser: ``_id`` is the SHA-256 of the cookie's token, never the token."""
+
+    _id: Required[str]
+    login: str
+    role: str
+    name: str
+    csrf: str
+    created_at: datetime
+    expires_at: datetime
+    ip: str | None
+
+
 class DeadLetterDoc(TypedDict, total=False):
     _id: Required[str]
     message_id: str | None

@@ -49,8 +49,10 @@ from journal.documents import (
     IncidentDoc,
     MessageDoc,
     RequestDoc,
+    SessionDoc,
     StaffDoc,
     TaskDoc,
+    UserDoc,
 )
 from journal.plan import (
     Attach,
@@ -125,8 +127,8 @@ class Journal:
         self.audit: AsyncCollection[AuditDoc] = _collection(self.db, "audit", AuditDoc)
         self.dead_letters: AsyncCollection[DeadLetterDoc] = _collection(self.db, "dead_letters", DeadLetterDoc)
         self.tasks: AsyncCollection[TaskDoc] = _collection(self.db, "tasks", TaskDoc)
-        self.users: AsyncCollection[dict[str, Any]] = self.db["users"]
-        self.sessions: AsyncCollection[dict[str, Any]] = self.db["sessions"]
+        self.users: AsyncCollection[UserDoc] = _collection(self.db, "users", UserDoc)
+        self.sessions: AsyncCollection[SessionDoc] = _collection(self.db, "sessions", SessionDoc)
         self.buildings: AsyncCollection[BuildingDoc] = _collection(self.db, "buildings", BuildingDoc)
         self.staff: AsyncCollection[StaffDoc] = _collection(self.db, "staff", StaffDoc)
         self.corrections: AsyncCollection[CorrectionDoc] = _collection(self.db, "corrections", CorrectionDoc)

@@ -12,7 +12,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -20,6 +19,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from adshub.errors import InvalidInput, NotFound
+from journal.documents import UserDoc
 from journal.repository import Journal
 
 ROLES = ("dispatcher", "manager", "admin")
@@ -67,7 +67,7 @@ class Users:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
         if len(password) < 8:
             raise InvalidInput("password: at least 8 characters")
-        doc: dict[str, Any] = {
+        doc: UserDoc = {
             "_id": login,
             "login": login,
             "password_hash": _HASHER.hash(password),
@@ -82,7 +82,7 @@ class Users:
             raise InvalidInput(f"user {login} already exists") from None
         return User(login, role, doc["name"])
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> list[UserDoc]:
         return [doc async for doc in self.users.find({}, {"password_hash": 0}).sort("login", ASCENDING)]
 
     async def disable(self, login: str) -> None:

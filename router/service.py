@@ -82,11 +82,14 @@ class Router:
         already = len(inbounds) - len(loaded.work)
         if already:
             METRICS.duplicates.labels(stage="router").inc(already)
-        outcome.outbounds.extend(
+        resent = [
             Outbound.model_validate(doc["outbound"])
             for doc in replays
             if (doc.get("delivery") or {}).get("status") != "sent"
-        )
+        ]
+        if resent:
+            METRICS.replies_resent.inc(len(resent))
+            outcome.outbounds.extend(resent)
         if not loaded.work:
             return
         await self.directory.locate(loaded.work)

@@ -14,7 +14,7 @@ import time
 from domain.address import extract_address
 from domain.classify import classify
 from domain.phones import extract_phones
-from tests.conftest import REPO, SHARED
+from tests.helpers import REPO, SHARED
 
 
 def corpus() -> list[str]:

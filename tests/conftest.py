@@ -1,10 +1,9 @@
-"""Test fixtures: a real SecantusDB server started for the session, the real
-RabbitMQ on 127.0.0.1:5672 with a unique topology prefix per test, and the hub
-itself started in-process on a free port."""
+"""Test fixtures: a real SecantusDB server started for the session, the real RabbitMQ on 127.0.0.1:5672
+with a unique topology prefix per test, and the hub itself started in-process on a free port.
+Helpers that tests call live in ``tests.helpers``."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -14,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -24,22 +22,13 @@ from adshub.settings import Settings
 from app.embedded import EmbeddedDatabase, free_port
 from app.runtime import Hub
 from bots.texts import Texts
+from channels import REGISTRY
 from domain.deadlines import DeadlinePolicy
 from journal.repository import Journal
 from router.service import Router
+from tests.helpers import make_settings, running_hub
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ADSHUB_SHARED_DIR", REPO.parent / "shared"))
 AMQP_URL = os.environ.get("ADSHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-CHANNELS = ("webchat", "telegram", "vk", "email", "voicemail")
-
-
-def shared_path(*parts: str) -> Path:
-    """A file of ../shared, or skip the test with the reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path} (set ADSHUB_SHARED_DIR)")
-    return path
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -87,34 +76,12 @@ def settings(database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: P
     return make_settings(database, rabbitmq, unique, tmp_path)
 
 
-def make_settings(database: EmbeddedDatabase, amqp: str, unique: str, tmp_path: Path, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "mongo_url": f"{database.url}adshub_{unique}",
-        "amqp_url": amqp,
-        "http_host": "127.0.0.1",
-        "http_port": free_port(),
-        "bus_prefix": f"adshub-test-{unique}",
-        "data_dir": tmp_path / "var",
-        "embedded_db": False,
-        "company_name": "УК «Тестовая»",
-        "log_format": "text",
-        "telegram_token": "",
-        "vk_token": "",
-        "imap_url": "",
-        "smtp_url": "",
-        "voicemail_spool": None,
-        "mango_api_key": "",
-    }
-    values.update(extra)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
 @pytest.fixture
 async def journal(settings: Settings) -> AsyncIterator[Journal]:
     j = Journal.connect(settings.mongo_url, settings.database_name)
     await j.prepare()
     yield j
-    await j.client.drop_database(settings.database_name)
+    await j.drop()
     await j.close()
 
 
@@ -129,76 +96,14 @@ async def bus(settings: Settings) -> AsyncIterator[RabbitBus]:
     b = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix), prefetch=settings.prefetch, publish_timeout=20)
     await b.connect()
     yield b
-    await b.delete_topology(CHANNELS)
+    await b.delete_topology(tuple(REGISTRY))
     await b.close()
 
 
 @pytest.fixture
 async def hub(settings: Settings) -> AsyncIterator[Hub]:
-    h = Hub(settings, ["router", "webchat"])
-    await h.start()
-    yield h
-    await h.stop()
-    await cleanup_topology(settings)
-
-
-async def cleanup_topology(settings: Settings, database: bool = True) -> None:
-    b = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix))
-    await b.connect()
-    await b.delete_topology(CHANNELS)
-    await b.close()
-    if not database:
-        return
-    j = Journal.connect(settings.mongo_url, settings.database_name)
-    await j.client.drop_database(settings.database_name)
-    await j.close()
-
-
-class ChatClient:
-    """A resident's web chat widget, speaking the WebSocket protocol."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.history: list[dict[str, Any]] = []
-
-    async def send(self, client_id: str, text: str) -> None:
-        await self.ws.send_json({"type": "message", "id": client_id, "text": text})
-
-    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
-        frame = await self.ws.receive_json(timeout=timeout)
-        assert isinstance(frame, dict)
-        return frame
-
-    async def receive_type(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            frame = await self.receive(max(0.05, remaining))
-            if frame.get("type") == kind:
-                return frame
-
-    async def frames_for(self, seconds: float) -> list[dict[str, Any]]:
-        frames = []
-        deadline = asyncio.get_running_loop().time() + seconds
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return frames
-            try:
-                frames.append(await self.receive(remaining))
-            except TimeoutError:
-                return frames
-
-
-async def connect_chat(
-    session_http: aiohttp.ClientSession, port: int, session: str, headers: dict[str, str] | None = None
-) -> ChatClient:
-    ws = await session_http.ws_connect(f"http://127.0.0.1:{port}/chat/ws?session={session}", headers=headers)
-    client = ChatClient(ws)
-    first = await client.receive()
-    assert first["type"] == "history"
-    client.history = first["messages"]
-    return client
+    async with running_hub(settings, ["router", "webchat"]) as h:
+        yield h
 
 
 @pytest.fixture

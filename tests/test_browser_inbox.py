@@ -13,7 +13,7 @@ from app.embedded import EmbeddedDatabase
 from app.runtime import Hub
 from journal.users import Users
 from tests.browser import chromium
-from tests.conftest import cleanup_topology, make_settings
+from tests.helpers import cleanup_topology, make_settings
 
 pytestmark = pytest.mark.browser
 

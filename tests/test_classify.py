@@ -13,7 +13,7 @@ import pytest
 from domain.categories import Category
 from domain.classify import classify
 from domain.evaluate import evaluate, load_rows
-from tests.conftest import REPO, shared_path
+from tests.helpers import REPO, shared_path
 
 OWN = [REPO / "tests" / "data" / "own-messages.jsonl", REPO / "tests" / "data" / "own-messages-2.jsonl"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,9 +13,8 @@ from app.embedded import EmbeddedDatabase
 from app.runtime import Hub
 from channels.mime import decode_bytes, parse_mail, strip_quoted
 from journal.repository import Journal
-from tests.conftest import cleanup_topology, make_settings, shared_path
+from tests.helpers import cleanup_topology, journal_of, make_settings, metric, shared_path, wait_for
 from tests.mailservers import Dovecot, SmtpSink, letter
-from tests.test_telegram import wait_for
 
 
 def eml(name: str) -> bytes:
@@ -185,7 +183,9 @@ async def test_koi8r_complaint_is_answered_once_in_its_thread_and_auto_replies_a
         assert request["contact"]["email"] == "belova@example.ru"
     finally:
         await j.close()
-    await asyncio.sleep(1.5)
+    async with journal_of(mail_settings) as j:
+        answers = await j.messages.count_documents({"direction": "out", "in_reply_to": auto["_id"]})
+    assert answers == 0, "a reply to machine mail was recorded"
     assert len(smtp.messages) == 1
     assert all(dovecot.seen_flags().values()) and len(dovecot.seen_flags()) == 2
 
@@ -224,11 +224,12 @@ async def test_a_restarted_hub_reads_nothing_twice(mail_settings: Settings, dove
     finally:
         await hub.stop()
     dovecot.append(letter("Ещё", "В подъезде не горит лампочка, Лесная 5, 2 этаж", message_id="<r2@example.ru>"))
+    taken = metric("adshub_messages_in_total", channel="email")
     hub = Hub(mail_settings, ["router", "email"])
     await hub.start()
     try:
         await wait_for(lambda: len(smtp.messages) == 2, timeout=20)
-        await asyncio.sleep(1.5)
+        assert metric("adshub_messages_in_total", channel="email") - taken == 1, "the restarted hub read r1 again"
     finally:
         await hub.stop()
         await cleanup_topology(mail_settings)

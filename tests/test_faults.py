@@ -31,9 +31,7 @@ from app.embedded import EmbeddedDatabase, free_port, port_open
 from app.runtime import Hub
 from journal.repository import Journal
 from journal.users import Users
-from tests.conftest import REPO, cleanup_topology, make_settings
-from tests.test_inbox import Dispatcher
-from tests.test_telegram import wait_for
+from tests.helpers import REPO, Dispatcher, cleanup_topology, make_settings, queues_idle, wait_for
 
 pytestmark = pytest.mark.fault
 NUMBER = re.compile(r"\d{4}-\d{6}")
@@ -122,9 +120,22 @@ class Resident:
         except (aiohttp.ClientError, asyncio.CancelledError):
             pass
 
+    async def settle(self) -> None:
+        """Every frame the hub sent before now has been read: a ping is answered after them."""
+        assert self.ws is not None
+        pongs = sum(1 for f in self.frames if f.get("type") == "pong")
+        await self.ws.send_json({"type": "ping"})
+        await wait_for(lambda: sum(1 for f in self.frames if f.get("type") == "pong") > pongs, timeout=30)
+
     @property
     def numbered(self) -> list[str]:
         return [f["request"]["number"] for f in self.frames if f.get("type") == "message" and f.get("request")]
+
+
+async def settled(settings: Settings, residents: list[Resident]) -> None:
+    """The hub finished everything it was given and every resident has read every frame sent to them."""
+    await wait_for(lambda: asyncio.to_thread(queues_idle, settings.bus_prefix), timeout=60, what="every queue drained")
+    await asyncio.gather(*(r.settle() for r in residents))
 
 
 async def journal_counts(settings: Settings) -> tuple[int, int, int]:
@@ -197,7 +208,7 @@ async def test_router_killed_with_minus_9_loses_and_doubles_nothing(fault_settin
             assert answered_before < 300, "the router finished before it could be killed"
             router = spawn(["router"], fault_settings, log)
             await wait_for(lambda: all(r.numbered for r in residents), timeout=180)
-            await asyncio.sleep(3)
+            await settled(fault_settings, residents)
             for task in listeners:
                 task.cancel()
         replies = Counter(len(r.numbered) for r in residents)
@@ -237,7 +248,7 @@ async def test_rabbitmq_restart_is_survived(fault_settings: Settings) -> None:
             await restart
             listeners += [asyncio.create_task(r.listen()) for r in during]
             await wait_for(lambda: all(r.numbered for r in during), timeout=120)
-            await asyncio.sleep(2)
+            await settled(fault_settings, before + during)
             for task in listeners:
                 task.cancel()
         assert all(len(r.numbered) == 1 for r in before + during)
@@ -295,7 +306,7 @@ async def test_database_gone_for_20_seconds_messages_wait_and_are_registered(
 
             own_database.start()
             await wait_for(lambda: all(r.numbered for r in waiting), timeout=90)
-            await asyncio.sleep(1)
+            await settled(settings, [first, *waiting])
             for task in listeners:
                 task.cancel()
         assert all(len(r.numbered) == 1 for r in waiting)
@@ -386,7 +397,9 @@ async def test_sigterm_drains_in_flight_work(fault_settings: Settings, tmp_path:
         assert partial[0] == partial[1] == partial[2]
         router = spawn(["router"], fault_settings, tmp_path / "router2.log")
         await wait_for(lambda: _count_sync(fault_settings) == 200, timeout=120)
-        await asyncio.sleep(2)
+        await wait_for(
+            lambda: asyncio.to_thread(queues_idle, fault_settings.bus_prefix), timeout=60, what="the router finished"
+        )
         requests, sources, replies = await journal_counts(fault_settings)
         assert requests == sources == replies == 200
         assert await broken_references(fault_settings) == []

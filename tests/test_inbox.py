@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,51 +19,8 @@ from app.embedded import EmbeddedDatabase
 from app.runtime import Hub
 from journal.repository import Journal
 from journal.users import Users
-from tests.conftest import REPO, cleanup_topology, connect_chat, make_settings
+from tests.helpers import REPO, Dispatcher, cleanup_topology, connect_chat, make_settings, wait_for
 from tests.mailservers import SmtpSink
-from tests.test_telegram import wait_for
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-class Dispatcher:
-    """A browser-like HTTP client of the inbox with its own cookie jar."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.csrf = ""
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def get(self, path: str, **kw: Any) -> tuple[int, str]:
-        headers = {"Accept": "text/html", **kw.pop("headers", {})}
-        async with self.http.get(self.base + path, headers=headers, allow_redirects=kw.pop("follow", True), **kw) as r:
-            text = await r.text()
-            found = CSRF.search(text)
-            if found and "/inbox/login" not in text:
-                self.csrf = found.group(1)
-            return r.status, text
-
-    async def login(self, login: str, password: str) -> tuple[int, str]:
-        _, page = await self.get("/inbox/")
-        token = CSRF.search(page)
-        assert token
-        async with self.http.post(
-            self.base + "/inbox/login", data={"csrf": token.group(1), "login": login, "password": password}
-        ) as r:
-            text = await r.text()
-            status = r.status
-        if status == 200:
-            await self.get("/inbox/")
-        return status, text
-
-    async def post(self, path: str, data: dict[str, Any] | aiohttp.FormData, csrf: bool = True) -> tuple[int, str]:
-        if csrf and isinstance(data, dict):
-            data = {"csrf": self.csrf, **data}
-        async with self.http.post(self.base + path, data=data, headers={"Accept": "text/html"}) as r:
-            return r.status, await r.text()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from app.embedded import free_port, port_open
 from app.runtime import Hub
 from channels.webchat import WebChatSettings
 from journal.repository import Journal
-from tests.conftest import REPO, cleanup_topology, connect_chat
+from tests.helpers import REPO, Duplicates, cleanup_topology, connect_chat
 
 NUMBER = re.compile(r"\d{4}-\d{6}")
 
@@ -75,9 +75,14 @@ async def test_same_client_message_twice_makes_one_request_and_one_reply(
     hub: Hub, http: aiohttp.ClientSession, settings: Settings
 ) -> None:
     chat = await connect_chat(http, hub.port or 0, "resident-0002")
+    duplicates = Duplicates()
     await chat.send("same-id", "Прорвало батарею в спальне, кипяток по полу, ул. Строителей 8 кв 104")
     await chat.send("same-id", "Прорвало батарею в спальне, кипяток по полу, ул. Строителей 8 кв 104")
-    frames = await chat.frames_for(3.0)
+    frames = await chat.frames_until(
+        lambda fs: [f["type"] for f in fs].count("ack") == 2 and any(f["type"] == "message" for f in fs)
+    )
+    await duplicates.settled()
+    frames += await chat.drain()
     assert [f["type"] for f in frames].count("ack") == 2
     assert [f["type"] for f in frames].count("message") == 1
     docs = await requests_of(settings)
@@ -180,6 +185,7 @@ async def test_redelivered_inbound_makes_one_request_and_one_reply(
         text="Застряли в лифте, подъезд 2, Мира 15",
         received_at=datetime.now(UTC),
     )
+    duplicates = Duplicates()
     bus = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix))
     await bus.connect()
     try:
@@ -187,7 +193,9 @@ async def test_redelivered_inbound_makes_one_request_and_one_reply(
             await bus.publish_inbound(message)
     finally:
         await bus.close()
-    frames = await chat.frames_for(3.0)
+    frames = await chat.frames_until(lambda fs: any(f["type"] == "message" for f in fs))
+    await duplicates.settled(count=2)
+    frames += await chat.drain()
     assert len([f for f in frames if f["type"] == "message"]) == 1
     docs = await requests_of(settings)
     assert len(docs) == 1 and docs[0]["category"] == "elevator_trapped"
@@ -227,9 +235,10 @@ async def test_chat_socket_refuses_a_foreign_origin(hub: Hub, http: aiohttp.Clie
 
 async def test_chat_is_rate_limited_per_session(hub: Hub, http: aiohttp.ClientSession, settings: Settings) -> None:
     chat = await connect_chat(http, hub.port or 0, "resident-0009")
-    for n in range(settings.channel(WebChatSettings).chat_rate_per_minute + 3):
+    sent = settings.channel(WebChatSettings).chat_rate_per_minute + 3
+    for n in range(sent):
         await chat.send(f"m{n}", "тест")
-    frames = await chat.frames_for(3.0)
+    frames = await chat.frames_until(lambda fs: len([f for f in fs if f["type"] in ("ack", "error")]) == sent)
     limited = [f for f in frames if f.get("code") == "rate_limited"]
     assert len(limited) >= 3
 

@@ -17,7 +17,7 @@ from domain.deadlines import DeadlinePolicy
 from journal.documents import clocks_doc
 from journal.repository import Journal
 from router.watch import ClockWatcher
-from tests.conftest import connect_chat
+from tests.helpers import connect_chat
 
 
 async def test_metrics_cover_channels_latency_queues_failures_and_breaches(

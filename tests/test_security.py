@@ -28,7 +28,7 @@ from channels.voicemail.asterisk import read_message_file, spool_inbound
 from channels.voicemail.mango import missed_call, transcript_text, verify_mango
 from channels.voicemail.webhook import hook_inbound
 from channels.webchat import FrameError, parse_frame
-from tests.conftest import SHARED, cleanup_topology, make_settings
+from tests.helpers import SHARED, cleanup_topology, make_settings
 
 EXAMPLES = int(os.environ.get("ADSHUB_FUZZ_EXAMPLES", "400"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,8 +15,7 @@ from adshub.settings import Settings
 from app.embedded import EmbeddedDatabase
 from app.runtime import Hub
 from channels.telegram import parse_update
-from journal.repository import Journal
-from tests.conftest import cleanup_topology, make_settings, shared_path
+from tests.helpers import Duplicates, cleanup_topology, journal_of, make_settings, shared_path, wait_for
 from tests.standins.telegram_api import TelegramStandIn, message_update
 
 TOKEN = "123456:TEST-token-for-the-stand-in"
@@ -114,22 +111,6 @@ async def tg_hub(tg_settings: Settings) -> AsyncIterator[Hub]:
     await cleanup_topology(tg_settings)
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-async def journal_of(settings: Settings) -> Journal:
-    return Journal.connect(settings.mongo_url, settings.database_name)
-
-
 async def test_message_is_answered_in_the_right_chat_and_redelivery_is_not_doubled(
     tg_hub: Hub, standin: TelegramStandIn, tg_settings: Settings
 ) -> None:
@@ -140,15 +121,13 @@ async def test_message_is_answered_in_the_right_chat_and_redelivery_is_not_doubl
     await wait_for(lambda: standin.sent_to("777002"))
     assert "Застревание людей в лифте" in replies[0]["text"]
 
+    duplicates = Duplicates()
     standin.add_update(message_update(12, 777001, 55, "в лифте застрял ребенок, Мира 15 подъезд 2"))
     await wait_for(lambda: standin.confirmed_offset >= 13)
-    await asyncio.sleep(1.0)
+    await duplicates.settled()
     assert len(standin.sent_to("777001")) == 1
-    j = await journal_of(tg_settings)
-    try:
+    async with journal_of(tg_settings) as j:
         docs = [d async for d in j.requests.find({"channel": "telegram"})]
-    finally:
-        await j.close()
     assert sorted(d["category"] for d in docs) == ["elevator_trapped", "gas_smell"]
     assert len(docs) == 2
 
@@ -163,12 +142,9 @@ async def test_replies_retry_after_429_and_record_a_blocked_user(
 
     standin.blocked_chats.add("888002")
     standin.add_update(message_update(21, 888002, 1, "Прорвало трубу, хлещет вода! Ленина 14 кв 5"))
-    j = await journal_of(tg_settings)
-    try:
+    async with journal_of(tg_settings) as j:
         record = await wait_for(lambda: j.deliveries.find_one({"status": "failed"}))
         failed = {**await j.messages.find_one({"_id": record["_id"]}), "delivery": record}
-    finally:
-        await j.close()
     assert failed["address"] == "888002" and "blocked" in failed["delivery"]["error"]
 
 
@@ -183,15 +159,12 @@ async def test_photo_bytes_are_stored_with_the_message(
     standin.add_update(
         message_update(30, 999001, 5, None, photo=photo, caption="Течёт с потолка в подъезде, ул. Ленина 12")
     )
-    j = await journal_of(tg_settings)
-    try:
+    async with journal_of(tg_settings) as j:
         doc = await wait_for(lambda: j.messages.find_one({"_id": "telegram:999001:5"}))
         attachment = doc["attachments"][0]
         assert attachment["kind"] == "photo" and attachment["location"].startswith("gridfs:")
         stored = await j.read_file(attachment["location"])
         assert stored is not None and stored[0] == standin.files["big"][1]
-    finally:
-        await j.close()
 
 
 async def test_edit_updates_the_request_text_without_a_new_request(
@@ -203,14 +176,12 @@ async def test_edit_updates_the_request_text_without_a_new_request(
     edited["edited_message"] = edited.pop("message")
     edited["edited_message"]["edit_date"] = int(time.time()) + 5
     standin.add_update(edited)
-    j = await journal_of(tg_settings)
-    try:
+    async with journal_of(tg_settings) as j:
         doc = await wait_for(lambda: j.requests.find_one({"text_history.0": {"$exists": True}}))
         assert doc["text"].endswith("кв 8") and doc["text_history"][0]["text"].endswith("кв 6")
         assert await j.requests.count_documents({}) == 1
-    finally:
-        await j.close()
-    await asyncio.sleep(0.5)
+        replies = await j.messages.count_documents({"conversation_id": "telegram:555001", "direction": "out"})
+    assert replies == 1, "the edit was recorded with a reply of its own"
     assert len(standin.sent_to("555001")) == 1
 
 
@@ -236,11 +207,8 @@ async def test_status_command_and_survey_button(tg_hub: Hub, standin: TelegramSt
             },
         }
     )
-    j = await journal_of(tg_settings)
-    try:
+    async with journal_of(tg_settings) as j:
         rated = await wait_for(lambda: j.requests.find_one({"_id": number, "survey.rating": 4}))
-    finally:
-        await j.close()
     assert rated is not None and "cb-1" in standin.answered_callbacks
 
 
@@ -251,11 +219,8 @@ async def test_shared_contact_joins_the_phone_to_the_person(
         60, 123456789, 414, None, contact={"phone_number": "79161234567", "first_name": "Ирина", "user_id": 123456789}
     )
     standin.add_update(update)
-    j = await journal_of(tg_settings)
-    try:
+    async with journal_of(tg_settings) as j:
         contact = await wait_for(lambda: j.contacts.find_one({"identities": "phone:+79161234567"}))
-    finally:
-        await j.close()
     assert "telegram:123456789" in contact["identities"]
     saved = await wait_for(lambda: standin.sent_to("123456789"))
     assert "+79161234567" in saved[0]["text"] or "сохранён" in saved[0]["text"]
@@ -309,7 +274,8 @@ async def test_a_30_second_bot_api_outage_loses_nothing(
     standin.outage(30)
     standin.add_update(message_update(81, 600002, 1, "Из щитка дым и искры! Лесная 10, 3 этаж"))
     standin.add_update(message_update(82, 600003, 1, "Пахнет газом на кухне, Лесная 12 кв 4"))
-    await asyncio.sleep(5)
+    refused = standin.refused
+    await wait_for(lambda: standin.refused >= refused + 2, timeout=20, what="the hub retrying during the outage")
     assert not standin.sent_to("600002")
     for chat in ("600002", "600003"):
         sent = await wait_for(lambda chat=chat: standin.sent_to(chat), timeout=70)

@@ -24,7 +24,7 @@ from domain.incidents import incident_kind
 from inbox.actions import Actor, Inbox
 from journal.repository import Journal
 from router.service import Router
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DIRECTORY = """street;house;building;entrances;floors;flats;note
 ул. Ленина;7;2;4;9;144;газовые плиты

@@ -18,9 +18,8 @@ from app.embedded import EmbeddedDatabase
 from app.runtime import Hub
 from channels.vk import parse_event
 from journal.repository import Journal
-from tests.conftest import cleanup_topology, make_settings, shared_path
+from tests.helpers import Duplicates, cleanup_topology, make_settings, shared_path, wait_for
 from tests.standins.vk_api_server import VKStandIn, message_new
-from tests.test_telegram import wait_for
 
 TOKEN = "vk1.a.test-token"
 GROUP = 200000001
@@ -98,8 +97,9 @@ async def test_message_is_answered_once_with_a_deterministic_random_id(
     assert "зарегистрирована" in sent[0]["message"] and sent[0]["random_id"] != 0
     assert json.loads(sent[0]["keyboard"])["buttons"][0][0]["action"]["type"] == "callback"
 
+    duplicates = Duplicates()
     vk.add_event(json.loads(json.dumps(event)))
-    await asyncio.sleep(3)
+    await duplicates.settled()
     assert len(vk.sent_to(100000001)) == 1
     j = Journal.connect(vk_settings.mongo_url, vk_settings.database_name)
     try:

@@ -24,8 +24,7 @@ from channels.voicemail.asterisk import parse_callerid, read_message_file, scan_
 from channels.voicemail.mango import mango_sign, missed_call, transcript_text, verify_mango
 from channels.voicemail.webhook import hook_signature
 from journal.repository import Journal
-from tests.conftest import cleanup_topology, make_settings, shared_path
-from tests.test_telegram import wait_for
+from tests.helpers import cleanup_topology, make_settings, shared_path, wait_for
 
 KEY, SALT = "test_vpbx_api_key", "test_vpbx_api_salt"
 
@@ -226,7 +225,7 @@ async def test_a_transcript_that_arrives_later_is_attached_to_the_same_voicemail
         updated = await wait_for(lambda: j.requests.find_one({"_id": first["_id"], "category": "sewer_clog"}))
         assert updated["emergency"] and "засор" in updated["text"]
         assert await j.requests.count_documents({}) == 1
-        assert await j.audit.find_one({"request": first["_id"], "action": "edited"})
+        assert await wait_for(lambda: j.audit.find_one({"request": first["_id"], "action": "edited"}))
     finally:
         await j.close()
 

@@ -35,6 +35,8 @@ class TelegramStandIn:
     down_until: float = 0.0
     """Until this monotonic time every method answers 502 Bad Gateway."""
     confirmed_offset: int = 0
+    refused: int = 0
+    """Calls answered 502 during an outage."""
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
     runner: web.AppRunner | None = None
@@ -83,6 +85,7 @@ class TelegramStandIn:
         name = request.match_info["method"]
         self.calls.append(name)
         if time.monotonic() < self.down_until:
+            self.refused += 1
             return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         params = await self._params(request)
         handler = getattr(self, f"api_{name}", None)
