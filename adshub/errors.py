@@ -28,6 +28,10 @@ class TransientError(AdshubError):
     """A dependency is unavailable for now (database, broker, remote API)."""
 
 
+class Forbidden(AdshubError):
+    """The person acting may not do this (a manager acting on an admin); refused and audited."""
+
+
 class NotFound(AdshubError):
     """The requested record does not exist."""
 

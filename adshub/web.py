@@ -11,7 +11,9 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
+from adshub.errors import InvalidInput
 from adshub.settings import Settings
 from templates import TEMPLATES_DIR
 
@@ -33,6 +35,15 @@ def html_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """A posted form; a malformed body (a broken multipart, bytes that are not UTF-8) is ``InvalidInput``,
+    an oversized one the 413 the body limit raises while reading."""
+    try:
+        return await request.post()
+    except (ValueError, AssertionError, LookupError) as exc:
+        raise InvalidInput("Форма не распознана") from exc
 
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:

@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     usub.add_parser("list", help="list users")
     disable = usub.add_parser("disable", help="disable a user and end their sessions")
     disable.add_argument("--login", required=True)
+    enable = usub.add_parser("enable", help="enable a disabled user")
+    enable.add_argument("--login", required=True)
+    role = usub.add_parser("role", help="change a user's role")
+    role.add_argument("--login", required=True)
+    role.add_argument("--role", required=True, choices=("dispatcher", "manager", "admin"))
     buildings = sub.add_parser("buildings", help="the company's buildings directory")
     bsub = buildings.add_subparsers(dest="buildings_command", required=True)
     load = bsub.add_parser(
@@ -168,6 +173,12 @@ async def _users(settings: Settings, args: argparse.Namespace) -> int:
             for doc in await users.list():
                 state = "disabled" if doc.get("disabled") else "active"
                 print(f"{doc['login']}\t{doc['role']}\t{state}\t{doc.get('name') or ''}")
+        elif args.user_command == "enable":
+            await users.enable(args.login)
+            print(f"enabled {args.login}")
+        elif args.user_command == "role":
+            await users.set_role(args.login, args.role)
+            print(f"{args.login} is now {args.role}")
         else:
             await users.disable(args.login)
             print(f"disabled {args.login}")

@@ -52,6 +52,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(request, 403, "Доступ запрещён", None)
     except InvalidInput as exc:
         return _error_response(request, 400, str(exc), None)
+    except (RecursionError, UnicodeDecodeError, OverflowError) as exc:
+        log.warning("hostile input on %s %s refused: %s", request.method, request.path, type(exc).__name__)
+        return _error_response(request, 400, "Запрос не распознан", None)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(request, 500, "Внутренняя ошибка сервера", None)
@@ -69,27 +72,28 @@ def _error_response(request: web.Request, status: int, message: str, headers: An
     return response
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response just before its headers go out: pages, errors, files and streams alike."""
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if response.content_type == "text/html":
+    if response.content_type in ("text/html", "text/event-stream"):
         response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
 
 
 UPLOAD_PATHS = ("/inbox/r/",)
 """Only a signed-in dispatcher's photo report may exceed the ordinary body limit."""
 
 
-def body_limit(limit: int) -> Any:
+def body_limit(limit: int, upload_limit: int) -> Any:
+    """The limit is enforced while the body is read, so a chunked body without a length is cut off too."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.content_length or 0) > limit and not request.path.startswith(UPLOAD_PATHS):
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or 0)
-        return await handler(request)
+        allowed = upload_limit if request.path.startswith(UPLOAD_PATHS) else limit
+        if (request.content_length or 0) > allowed:
+            raise web.HTTPRequestEntityTooLarge(max_size=allowed, actual_size=request.content_length or 0)
+        return await handler(request.clone(client_max_size=allowed))
 
     return middleware
 
@@ -119,10 +123,12 @@ def init_app(
     subapps: Sequence[tuple[str, web.Application]] = (),
 ) -> web.Application:
     """The hub's server: /metrics, /healthz, static files, the channels' routes and the mounted apps."""
+    upload_limit = max(settings.max_body_bytes, settings.max_attachment_bytes)
     app = web.Application(
-        middlewares=[security_headers, error_middleware, body_limit(settings.max_body_bytes)],
-        client_max_size=max(settings.max_body_bytes, settings.max_attachment_bytes),
+        middlewares=[error_middleware, body_limit(settings.max_body_bytes, upload_limit)],
+        client_max_size=upload_limit,
     )
+    app.on_response_prepare.append(security_headers)
     app[SETTINGS] = settings
     app[JOURNAL] = journal
     app[JINJA] = html_environment()

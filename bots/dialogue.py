@@ -239,10 +239,25 @@ def _command(s: Situation) -> Step | None:
     return None
 
 
-def _status(s: Situation) -> Step:
+def _own(s: Situation, number: str | None) -> RequestView | None:
+    """The looked-up request when it is ``number`` and belongs to the person writing: a button or a command
+    naming a request acts only on the resident's own requests, whatever number it carries."""
     target = s.looked_up
-    if target is None or (target.contact_id and s.contact_id and target.contact_id != s.contact_id):
-        wanted = request_number_in(str(s.inbound.payload.get("args") or s.inbound.text))
+    if target is None or number is None or target.number != number:
+        return None
+    if not target.contact_id or target.contact_id != s.contact_id:
+        return None
+    return target
+
+
+def _not_yours(s: Situation, number: str | None) -> Step:
+    return Step("store", state=s.state, replies=(Reply("status_not_found", {"number": number}),))
+
+
+def _status(s: Situation) -> Step:
+    wanted = request_number_in(str(s.inbound.payload.get("args") or s.inbound.payload.get("data") or s.inbound.text))
+    target = _own(s, wanted or (s.looked_up.number if s.looked_up else None))
+    if target is None:
         return Step("status", state=s.state, replies=(Reply("status_not_found", {"number": wanted}),))
     return Step("status", number=target.number, state=s.state, replies=(Reply("status", {"number": target.number}),))
 
@@ -251,13 +266,16 @@ def _callback(s: Situation) -> Step:
     data = str(s.inbound.payload.get("data") or "")
     parts = data.split(":")
     if parts[0] == "survey" and len(parts) == 3 and parts[2].isdigit() and 1 <= int(parts[2]) <= 5:
+        number = request_number_in(parts[1])
+        if _own(s, number) is None:
+            return _not_yours(s, number)
         rating = int(parts[2])
         return Step(
             "rate",
-            number=parts[1],
+            number=number,
             rating=rating,
-            state=State("survey_comment", number=parts[1]),
-            replies=(Reply("survey_thanks", {"number": parts[1], "rating": rating}),),
+            state=State("survey_comment", number=number),
+            replies=(Reply("survey_thanks", {"number": number, "rating": rating}),),
         )
     if parts[0] == "status" and len(parts) == 2:
         return _status(s)

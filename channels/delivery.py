@@ -143,7 +143,11 @@ class DeliveryWorker:
                 )
                 return "retry", reason
             log.info(
-                "delivery attempt %d failed (%s); next in %.1fs", attempt, reason, extra={"message_id": outbound.id}
+                "delivery attempt %d failed (%s); next in %.1fs",
+                attempt,
+                reason,
+                delay,
+                extra={"message_id": outbound.id},
             )
             await asyncio.sleep(delay)
 

@@ -39,6 +39,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiohttp import web
 from pydantic import Field, SecretStr, field_validator
 
+from adshub import jsontext
 from adshub.contract import Attachment, ChannelProfile, GeoPoint, Inbound, InboundKind, Outbound, Sender
 from adshub.errors import InvalidInput, PermanentDeliveryError, RetryableDeliveryError, TransientError
 from adshub.settings import ChannelSettings, Settings, http_url
@@ -341,9 +342,9 @@ class Telegram(BaseChannel):
             log.warning("telegram webhook call with a wrong secret token from %s", request.remote)
             raise web.HTTPForbidden(text="wrong secret token")
         try:
-            raw = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="body is not JSON") from None
+            raw = jsontext.loads(await request.read())
+        except InvalidInput as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         try:
             await self.take(raw)
         except TransientError:

@@ -25,6 +25,7 @@ import vk_api
 from pydantic import Field, SecretStr, field_validator
 from vk_api.bot_longpoll import VkBotLongPoll
 
+from adshub import jsontext
 from adshub.contract import Attachment, ChannelProfile, GeoPoint, Inbound, InboundKind, Outbound, Sender
 from adshub.errors import InvalidInput, PermanentDeliveryError, RetryableDeliveryError, TransientError
 from adshub.settings import ChannelSettings, Settings, http_url
@@ -156,8 +157,8 @@ def _button_payload(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(value)
+        with contextlib.suppress(InvalidInput):
+            parsed = jsontext.loads(value)
             if isinstance(parsed, dict):
                 return parsed
     return {}

@@ -13,7 +13,6 @@ shown from the history when the widget reconnects.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import OrderedDict, defaultdict
@@ -22,8 +21,10 @@ from typing import Any, ClassVar
 from aiohttp import WSMsgType, web
 from pydantic import Field
 
+from adshub import jsontext
 from adshub.contract import ChannelProfile, Inbound, Outbound, Sender, utcnow
-from adshub.errors import TransientError
+from adshub.errors import InvalidInput, TransientError
+from adshub.logs import redact
 from adshub.metrics import METRICS
 from adshub.ratelimit import RateLimiter
 from adshub.settings import ChannelSettings, Settings
@@ -34,12 +35,14 @@ from templates import TEMPLATES_DIR
 log = logging.getLogger("adshub.channels.webchat")
 
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+redact(re.compile(r"(?<=webchat:)[A-Za-z0-9_-]{8,64}"))
+"""A session id is the only credential for a resident's history and address: logs carry its hash."""
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_FRAME_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 4000
 HISTORY_TIMEOUT = 2.0
 """History is a convenience: with the database away the chat still takes messages (they wait on the bus)."""
-MAX_SOCKET_MESSAGE = 8 * 1024 * 1024
+MAX_SOCKET_MESSAGE = 1024 * 1024
 """Bigger frames close the socket (1009); up to this size a clear error frame answers."""
 
 ERRORS = {
@@ -67,8 +70,8 @@ def parse_frame(raw: str) -> dict[str, Any]:
     if len(raw.encode("utf-8", errors="replace")) > MAX_FRAME_BYTES:
         raise FrameError("too_large")
     try:
-        frame = json.loads(raw)
-    except (ValueError, RecursionError):
+        frame = jsontext.loads(raw)
+    except InvalidInput:
         raise FrameError("bad_json") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise FrameError("bad_frame")
@@ -122,7 +125,17 @@ class WebChatSettings(ChannelSettings):
     chat_enabled: bool = True
     chat_allowed_origins: str = ""
     chat_rate_per_minute: int = Field(20, ge=1)
+    """Messages and button presses per session."""
     chat_ip_rate_per_minute: int = Field(120, ge=1)
+    """Messages and button presses per address."""
+    chat_frames_per_minute: int = Field(120, ge=1)
+    """Frames of any kind (pings, history requests included) per session."""
+    chat_history_per_minute: int = Field(10, ge=1)
+    """History reads per session; each is a database read."""
+    chat_history_per_second: int = Field(100, ge=1)
+    """History reads of the whole process."""
+    chat_sockets_per_address: int = Field(20, ge=1)
+    """Open sockets from one address."""
 
     @property
     def allowed_origins(self) -> set[str]:
@@ -144,6 +157,10 @@ class WebChat(BaseChannel):
         self._pushed: OrderedDict[str, None] = OrderedDict()
         self._session_limits = RateLimiter(config.chat_rate_per_minute)
         self._ip_limits = RateLimiter(config.chat_ip_rate_per_minute)
+        self._frame_limits = RateLimiter(config.chat_frames_per_minute)
+        self._history_limits = RateLimiter(config.chat_history_per_minute)
+        self._history_total = RateLimiter(config.chat_history_per_second, per=1.0)
+        self._per_address: dict[str, int] = defaultdict(int)
 
     @classmethod
     def configured(cls, settings: Settings) -> bool:
@@ -218,15 +235,20 @@ class WebChat(BaseChannel):
         if not self._origin_allowed(request):
             log.warning("web chat connection from a foreign origin refused: %s", request.headers.get("Origin"))
             raise web.HTTPForbidden(text="origin not allowed")
+        ip = request.remote or "?"
+        if self._per_address[ip] >= self.config.chat_sockets_per_address:
+            raise web.HTTPTooManyRequests(text="too many chat connections from this address")
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_SOCKET_MESSAGE)
         await ws.prepare(request)
         self._sockets[session].add(ws)
-        ip = request.remote or "?"
+        self._per_address[ip] += 1
         try:
             if request.query.get("fresh") == "1":
                 await ws.send_json({"type": "history", "messages": []})
-            else:
+            elif self._history_limits.allow(session) and self._history_total.allow("all"):
                 await self._send_history(ws, session)
+            else:
+                await ws.send_json({"type": "history", "messages": [], "unavailable": True})
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_frame(ws, session, ip, msg.data)
@@ -238,6 +260,9 @@ class WebChat(BaseChannel):
             self._sockets[session].discard(ws)
             if not self._sockets[session]:
                 self._sockets.pop(session, None)
+            self._per_address[ip] -= 1
+            if self._per_address[ip] <= 0:
+                self._per_address.pop(ip, None)
         return ws
 
     async def _on_frame(self, ws: web.WebSocketResponse, session: str, ip: str, raw: str) -> None:
@@ -246,10 +271,16 @@ class WebChat(BaseChannel):
         except FrameError as exc:
             await ws.send_json(error_frame(exc.code, exc.client_id))
             return
+        if not self._frame_limits.allow(session):
+            await ws.send_json(error_frame("rate_limited", frame.get("id")))
+            return
         if frame["type"] == "ping":
             await ws.send_json({"type": "pong"})
             return
         if frame["type"] == "history":
+            if not (self._history_limits.allow(session) and self._history_total.allow("all")):
+                await ws.send_json(error_frame("rate_limited"))
+                return
             await self._send_history(ws, session)
             return
         client_id = frame["id"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -12,9 +14,9 @@ from urllib.parse import urlencode
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from adshub.errors import InvalidInput, NotFound
+from adshub.errors import Forbidden, InvalidInput, NotFound
 from adshub.ratelimit import RateLimiter
-from adshub.web import SETTINGS, render
+from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES
 from inbox.actions import STATUSES, TRANSITIONS, Actor, Inbox, required_on_close
@@ -23,7 +25,7 @@ from inbox.reports import build_report
 from journal.desk import JournalFilters
 from journal.documents import StaffDoc
 from journal.export import export_row, to_csv, to_xlsx
-from journal.users import ROLE_NAMES, ROLES, Session, Users
+from journal.users import ACTION_NAMES, ROLE_NAMES, ROLES, Session, Users, rank
 
 INBOX = web.AppKey("inbox", Inbox)
 USERS = web.AppKey("users", Users)
@@ -31,20 +33,56 @@ LIVE = web.AppKey("live", EventHub)
 SESSION_COOKIE = "adshub_session"
 LOGIN_CSRF_COOKIE = "adshub_login"
 PAGE_SIZE = 50
+MAX_PAGE = 100_000
+
+
+def bounded_int(value: str, low: int, high: int) -> int:
+    """A number a dispatcher (or an attacker) put in a URL, within bounds; anything else is ``low``."""
+    if not value.isdigit() or len(value) > 9:
+        return low if not value.isdigit() else high
+    return min(high, max(low, int(value)))
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
 
 
 class LoginThrottle:
-    """At most 10 login attempts a minute from one address and 5 for one login."""
+    """Stops password guessing without locking the owner out.
 
-    def __init__(self) -> None:
-        self.by_ip = RateLimiter(10, 60.0)
-        self.by_login = RateLimiter(5, 60.0)
+    Two limits, both per source address: any login from one address (``per_address`` a minute), and one
+    login from one address, free for ``free_failures`` wrong passwords, then with a doubling wait between
+    attempts (up to ``max_wait`` seconds). Failures at other addresses never refuse this one, and a success
+    clears the login's count at its address. In memory, per process."""
 
-    def allow(self, ip: str, login: str) -> bool:
-        return self.by_ip.allow(ip) and self.by_login.allow(login or "-")
+    def __init__(self, per_address: int = 30, free_failures: int = 5, max_wait: float = 900.0) -> None:
+        self.by_address = RateLimiter(per_address, 60.0)
+        self.free_failures = free_failures
+        self.max_wait = max_wait
+        self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+
+    def wait(self, ip: str, login: str, now: float | None = None) -> float:
+        """Seconds until this login may be tried again from this address (0: now)."""
+        now = time.monotonic() if now is None else now
+        failures, last = self._failures.get((login, ip), (0, 0.0))
+        if failures < self.free_failures:
+            return 0.0
+        delay = min(self.max_wait, 2.0 ** (failures - self.free_failures))
+        return max(0.0, last + delay - now)
+
+    def allow(self, ip: str, login: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return self.wait(ip, login, now) == 0.0 and self.by_address.allow(ip, now=now)
+
+    def failed(self, ip: str, login: str, now: float | None = None) -> None:
+        key = (login, ip)
+        failures, _ = self._failures.pop(key, (0, 0.0))
+        self._failures[key] = (failures + 1, time.monotonic() if now is None else now)
+        while len(self._failures) > 100_000:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, ip: str, login: str) -> None:
+        self._failures.pop((login, ip), None)
 
 
 THROTTLE = web.AppKey("throttle", LoginThrottle)
@@ -72,7 +110,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if session is not None and request.method == "POST" and local != "/login":
         given = request.headers.get("X-CSRF-Token", "")
         if not given:
-            form = await request.post()
+            form = await read_form(request)
             given = str(form.get("csrf", ""))
         if not hmac.compare_digest(given.encode(), session.csrf.encode()):
             raise web.HTTPForbidden(text="Неверный токен CSRF: обновите страницу и повторите")
@@ -158,21 +196,27 @@ def login_page(request: web.Request, error: str | None = None, status: int = 200
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     given = str(form.get("csrf", ""))
     if not cookie or not hmac.compare_digest(given.encode(), cookie.encode()):
         return login_page(request, "Форма устарела, попробуйте ещё раз", status=403)
     name = str(form.get("login", "")).strip().lower()[:64]
     ip = request.remote or "?"
-    if not request.app[THROTTLE].allow(ip, name):
-        response = login_page(request, "Слишком много попыток входа. Подождите минуту.", status=429)
-        response.headers["Retry-After"] = "60"
+    throttle = request.app[THROTTLE]
+    if not throttle.allow(ip, name):
+        wait = max(1, int(throttle.wait(ip, name)) or 60)
+        response = login_page(request, "Слишком много попыток входа с этого адреса. Подождите немного.", status=429)
+        response.headers["Retry-After"] = str(wait)
         return response
-    user = await request.app[USERS].authenticate(name, str(form.get("password", "")))
+    users = request.app[USERS]
+    user = await users.authenticate(name, str(form.get("password", "")))
     if user is None:
+        throttle.failed(ip, name)
+        await users.record_failed_login(name, ip)
         return login_page(request, "Неверный логин или пароль", status=401)
-    token, _ = await request.app[USERS].open_session(user, ip)
+    throttle.succeeded(ip, name)
+    token, _ = await users.open_session(user, ip)
     response = web.HTTPSeeOther("/inbox/")
     settings = request.app[SETTINGS]
     response.set_cookie(
@@ -246,7 +290,7 @@ async def thread(request: web.Request) -> web.StreamResponse:
 @routes.post("/c/{conversation}/reply")
 async def reply(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
-    form = await request.post()
+    form = await read_form(request)
     conversation_id = request.match_info["conversation"]
     try:
         await request.app[INBOX].reply(conversation_id, str(form.get("text", "")), actor_of(request), now())
@@ -293,6 +337,8 @@ def _datetime(value: str, request: web.Request) -> datetime:
         local = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidInput("Дата и время в формате ГГГГ-ММ-ДДTЧЧ:ММ") from None
+    if not 2000 <= local.year <= 2100:
+        raise InvalidInput("Дата вне допустимого диапазона")
     tz = request.app[SETTINGS].zone
     return (local if local.tzinfo else local.replace(tzinfo=tz)).astimezone(UTC)
 
@@ -324,7 +370,7 @@ async def request_action(request: web.Request) -> web.StreamResponse:
     inbox = request.app[INBOX]
     number = request.match_info["number"]
     action = request.match_info["action"]
-    form = await request.post()
+    form = await read_form(request)
     actor = actor_of(request)
     t = now()
     try:
@@ -374,7 +420,7 @@ async def request_action(request: web.Request) -> web.StreamResponse:
 @routes.post("/tasks/{task}/done")
 async def task_done(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
-    form = await request.post()
+    form = await read_form(request)
     try:
         await request.app[INBOX].complete_task(
             request.match_info["task"], actor_of(request), now(), str(form.get("note", ""))
@@ -390,7 +436,8 @@ async def file(request: web.Request) -> web.StreamResponse:
     found = await request.app[INBOX].journal.read_file(request.match_info["reference"])
     if found is None:
         raise web.HTTPNotFound(text="Файл не найден")
-    data, content_type, _name = found
+    data, stored_type, _name = found
+    content_type = stored_type.split(";")[0].strip().lower() or "application/octet-stream"
     inline = content_type.startswith(("image/", "audio/"))
     disposition = "inline" if inline else "attachment"
     return web.Response(
@@ -416,10 +463,7 @@ def _filters(request: web.Request) -> dict[str, str]:
 async def journal_page(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
     filters = _filters(request)
-    try:
-        page_no = max(1, int(request.query.get("page", "1")))
-    except ValueError:
-        page_no = 1
+    page_no = bounded_int(request.query.get("page", "1"), 1, MAX_PAGE)
     docs, total = await request.app[INBOX].desk.journal_page(
         JournalFilters(filters), request.app[SETTINGS].zone, page_no, PAGE_SIZE
     )
@@ -472,25 +516,46 @@ async def reports(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/users")
 async def users_page(request: web.Request) -> web.StreamResponse:
-    require(request, "users")
-    return page(request, "inbox/users.html", {"users": await request.app[USERS].list(), "roles": ROLES})
+    session = require(request, "users")
+    users = request.app[USERS]
+    admin = session.user.can("admin")
+    return page(
+        request,
+        "inbox/users.html",
+        {
+            "users": await users.list(),
+            "roles": [r for r in ROLES if rank(r) <= rank(session.user.role)],
+            "rank": rank,
+            "events": await users.recent_events() if admin else [],
+            "failures": await users.recent_failed_logins() if admin else [],
+            "action_names": ACTION_NAMES,
+        },
+    )
 
 
 @routes.post("/users")
 async def users_change(request: web.Request) -> web.StreamResponse:
     session = require(request, "users")
-    form = await request.post()
+    form = await read_form(request)
     users = request.app[USERS]
-    role = str(form.get("role", "dispatcher"))
-    if role == "admin" and not session.user.can("admin"):
-        raise web.HTTPForbidden(text="Администратора может добавить только администратор")
+    actor = session.user
     try:
         if form.get("disable"):
-            await users.disable(str(form["disable"]))
+            await users.disable(str(form["disable"]), by=actor)
+        elif form.get("enable"):
+            await users.enable(str(form["enable"]), by=actor)
+        elif form.get("change") == "role":
+            await users.set_role(str(form.get("login", "")), str(form.get("role", "")), by=actor)
         else:
             await users.add(
-                str(form.get("login", "")), str(form.get("password", "")), role, str(form.get("name", "")) or None
+                str(form.get("login", "")),
+                str(form.get("password", "")),
+                str(form.get("role", "dispatcher")),
+                str(form.get("name", "")) or None,
+                by=actor,
             )
+    except Forbidden as exc:
+        raise web.HTTPForbidden(text=str(exc)) from None
     except (InvalidInput, NotFound) as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     raise web.HTTPSeeOther("/inbox/users")
@@ -510,7 +575,7 @@ async def staff_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/staff")
 async def staff_change(request: web.Request) -> web.StreamResponse:
     require(request, "staff")
-    form = await request.post()
+    form = await read_form(request)
     desk = request.app[INBOX].desk
     if form.get("deactivate"):
         await desk.deactivate_staff(str(form["deactivate"]))

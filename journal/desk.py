@@ -15,6 +15,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from domain.address import building_key, extract_address, street_key
 from domain.clocks import completed, next_due
@@ -35,6 +36,8 @@ from journal.documents import (
 from journal.repository import Journal
 
 CLOCK_NAMES = ("review", "inform", "localize", "eliminate", "handoff", "answer")
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+"""Dates a journal filter may name; others are ignored (year 1 would not survive the time zone)."""
 
 
 @dataclass
@@ -67,6 +70,8 @@ class JournalFilters:
                 try:
                     day = datetime.strptime(value, "%Y-%m-%d")
                 except ValueError:
+                    continue
+                if not FIRST_YEAR <= day.year <= LAST_YEAR:
                     continue
                 moment = day.replace(tzinfo=tz)
                 if key == "to":
@@ -248,20 +253,23 @@ class Desk:
 
     # -- changing a request ----------------------------------------------------------------
 
-    async def change_request(self, number: str, fields: Mapping[str, Any], audit: AuditDoc | None) -> None:
-        """Set fields of a request and write the audit entry describing the change."""
-        await self.journal.requests.update_one({"_id": number}, {"$set": dict(fields)})
-        if audit is not None:
-            await self.journal.record_audit(audit)
+    async def change_request(self, number: str, fields: Mapping[str, Any], audit: AuditDoc) -> None:
+        """Set fields of a request and write the audit entry describing the change, in one transaction:
+        neither exists without the other."""
+        await self._audited(number, {"$set": dict(fields)}, audit)
+
+    async def add_note(self, number: str, note: dict[str, Any], audit: AuditDoc) -> None:
+        await self._audited(number, {"$push": {"notes": note}, "$set": {"updated_at": note["at"]}}, audit)
+
+    async def _audited(self, number: str, update: dict[str, Any], audit: AuditDoc) -> None:
+        async def write(session: AsyncClientSession | None) -> None:
+            await self.journal.requests.update_one({"_id": number}, update, session=session)
+            await self.journal.record_audit(audit, session=session)
+
+        await self.journal.atomically(write)
 
     async def survey_asked(self, number: str, at: datetime) -> None:
         await self.journal.requests.update_one({"_id": number}, {"$set": {"survey.asked_at": at}})
-
-    async def add_note(self, number: str, note: dict[str, Any], audit: AuditDoc) -> None:
-        await self.journal.requests.update_one(
-            {"_id": number}, {"$push": {"notes": note}, "$set": {"updated_at": note["at"]}}
-        )
-        await self.journal.record_audit(audit)
 
     async def record_correction(self, correction: CorrectionDoc) -> None:
         """A dispatcher's correction of the category: a labeled example for training the classifier."""

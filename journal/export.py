@@ -114,33 +114,58 @@ def table(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -
     return headers, body
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet may take for the start of a formula (OWASP, CSV injection)."""
+
+
+def neutralized(value: Any) -> Any:
+    """A cell's text that no spreadsheet runs: a leading apostrophe before what could start a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> str:
     headers, body = table(rows, tz, titles)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
     writer.writerow(headers)
-    writer.writerows(body)
+    writer.writerows([neutralized(v) for v in line] for line in body)
     return "\ufeff" + out.getvalue()
 
 
 def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> bytes:
+    """The journal as a workbook whose every text is a string cell: nothing residents wrote is a formula."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
 
     headers, body = table(rows, tz, titles)
-    book = Workbook()
-    sheet = book.active
-    sheet.title = "Журнал заявок"
-    sheet.append(headers)
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
-    for line in body:
-        sheet.append([str(v) if isinstance(v, dict | list) else v for v in line])
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Журнал заявок")
     widths = [14, 18, 16, 22, 16, 32, 60, 30, 10, 18, 40, 16, 16, 22, 30, 18, 10]
     for index, width in enumerate(widths, start=1):
-        sheet.column_dimensions[sheet.cell(row=1, column=index).column_letter].width = width
+        sheet.column_dimensions[get_column_letter(index)].width = width
     sheet.freeze_panes = "A2"
+
+    def cell(value: Any, header: bool = False) -> WriteOnlyCell:
+        if isinstance(value, dict | list):
+            value = str(value)
+        if isinstance(value, str):
+            value = ILLEGAL_CHARACTERS_RE.sub("", value)
+        written = WriteOnlyCell(sheet, value=value)
+        if isinstance(value, str):
+            written.data_type = "s"
+        if header:
+            written.font = Font(bold=True)
+            written.alignment = Alignment(wrap_text=True, vertical="top")
+        return written
+
+    sheet.append([cell(h, header=True) for h in headers])
+    for line in body:
+        sheet.append([cell(v) for v in line])
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

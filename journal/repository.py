@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId
 from gridfs import AsyncGridFSBucket, NoFile
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -69,6 +70,7 @@ from journal.plan import (
 
 log = logging.getLogger("adshub.journal")
 
+T = TypeVar("T")
 DUPLICATE_KEY = 11000
 TRANSIENT_ERRORS = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError, WriteConcernError)
 
@@ -135,6 +137,10 @@ class Journal:
         self.cursors: AsyncCollection[dict[str, Any]] = self.db["cursors"]
         self.incidents: AsyncCollection[IncidentDoc] = _collection(self.db, "incidents", IncidentDoc)
         self.deliveries: AsyncCollection[DeliveryDoc] = _collection(self.db, "deliveries", DeliveryDoc)
+        self.transactions = False
+        """Whether the server runs multi-document transactions (a replica set member, mongos, the embedded one)."""
+        self.user_events: AsyncCollection[dict[str, Any]] = self.db["user_events"]
+        self.login_failures: AsyncCollection[dict[str, Any]] = self.db["login_failures"]
 
     @classmethod
     def connect(cls, url: str, database: str, timeout_ms: int = 5000, retry_writes: bool | None = None) -> Journal:
@@ -203,6 +209,10 @@ class Journal:
             [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")]
         )
         await self.buildings.create_indexes([IndexModel([("key", ASCENDING)], unique=True, name="key_unique")])
+        await self.user_events.create_indexes([IndexModel([("at", DESCENDING)], name="recent")])
+        await self.login_failures.create_indexes(
+            [IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600, name="expiry")]
+        )
         await self.incidents.create_indexes(
             [
                 IndexModel(
@@ -215,6 +225,18 @@ class Journal:
         )
         for year in {*years, datetime.now(UTC).year, datetime.now(UTC).year + 1}:
             await self.ensure_counter(year)
+        hello = await self.db.command("hello")
+        self.transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
+
+    async def atomically(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
+        """Run ``work`` (writes that must happen together: a change and its audit entry) in a transaction,
+        retried on a transient conflict; ``work`` passes the session it gets as ``session=`` to each write.
+        Without transactions on the server (a standalone mongod) the session is ``None`` and the writes go
+        one after the other, the change first."""
+        if not self.transactions:
+            return await work(None)
+        async with self.client.start_session() as session:
+            return await session.with_transaction(work)
 
     # -- numbers --------------------------------------------------------------
 
@@ -437,8 +459,11 @@ class Journal:
             return {int(e["index"]) for e in errors}
         return set()
 
-    async def record_audit(self, entry: AuditDoc) -> None:
-        await self._insert_ignoring_duplicates(self.audit, [entry])
+    async def record_audit(self, entry: AuditDoc, session: AsyncClientSession | None = None) -> None:
+        try:
+            await self.audit.insert_one(entry, session=session)
+        except DuplicateKeyError:
+            pass
 
     # -- delivery -------------------------------------------------------------
 

@@ -138,6 +138,8 @@ async def main() -> None:
         "ADSHUB_EMBEDDED_DB": "false",
         "ADSHUB_CHAT_RATE_PER_MINUTE": "100000",
         "ADSHUB_CHAT_IP_RATE_PER_MINUTE": "1000000",
+        "ADSHUB_CHAT_SOCKETS_PER_ADDRESS": "100000",
+        "ADSHUB_CHAT_FRAMES_PER_MINUTE": "1000000",
         "ADSHUB_DATA_DIR": str(workdir / "var"),
     }
     floor_env = {

@@ -122,7 +122,12 @@ def test_start_greets_and_start_with_text_is_a_message() -> None:
 
 
 def test_survey_rating_and_comment() -> None:
-    rate = decide("", message=inbound("", kind="callback", payload={"data": "survey:2026-000007:5"}))
+    rate = decide(
+        "",
+        message=inbound("", kind="callback", payload={"data": "survey:2026-000007:5"}),
+        looked_up=open_request(status="done"),
+        contact_id="c1",
+    )
     assert rate.action == "rate" and rate.rating == 5 and rate.state.awaiting == "survey_comment"
     comment = decide("всё сделали быстро, спасибо", state=rate.state)
     assert comment.action == "comment" and comment.comment == "всё сделали быстро, спасибо"

@@ -49,6 +49,7 @@ def hub_env(settings: Settings) -> dict[str, str]:
         "ADSHUB_DATA_DIR": str(settings.data_dir),
         "ADSHUB_CHAT_RATE_PER_MINUTE": "100000",
         "ADSHUB_CHAT_IP_RATE_PER_MINUTE": "100000",
+        "ADSHUB_CHAT_SOCKETS_PER_ADDRESS": "100000",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -181,7 +182,13 @@ async def broken_references(settings: Settings) -> list[str]:
 @pytest.fixture
 def fault_settings(database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path) -> Settings:
     return make_settings(
-        database, rabbitmq, unique, tmp_path, chat_rate_per_minute=100000, chat_ip_rate_per_minute=100000
+        database,
+        rabbitmq,
+        unique,
+        tmp_path,
+        chat_rate_per_minute=100000,
+        chat_ip_rate_per_minute=100000,
+        chat_sockets_per_address=100000,
     )
 
 
@@ -279,7 +286,7 @@ def own_database() -> Iterator[EmbeddedDatabase]:
 async def test_database_gone_for_20_seconds_messages_wait_and_are_registered(
     own_database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(own_database, rabbitmq, unique, tmp_path)
+    settings = make_settings(own_database, rabbitmq, unique, tmp_path, chat_sockets_per_address=1000)
     hub = Hub(settings, ["router", "webchat"])
     await hub.start()
     try:

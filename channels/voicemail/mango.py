@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from adshub import jsontext
 from adshub.contract import Inbound, Sender
 from adshub.errors import ForgedInput, InvalidInput, TransientError
+from adshub.web import read_form
 from channels.voicemail.calls import CHANNEL, as_int, moment
 from domain.phones import normalize_phone
 
@@ -46,10 +48,7 @@ def verify_mango(form: dict[str, str], key: str, salt: str) -> dict[str, Any]:
     sign_ok = hmac.compare_digest(given_sign.lower().encode(), expected.encode())
     if not (key_ok and sign_ok):
         raise ForgedInput("wrong vpbx_api_key or sign")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise InvalidInput(f"json is not JSON: {exc}") from exc
+    data = jsontext.loads(body)
     if not isinstance(data, dict):
         raise InvalidInput("json is not an object")
     return data
@@ -137,7 +136,7 @@ class MangoOffice:
 
     async def event(self, request: web.Request) -> web.Response:
         try:
-            form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+            form = {k: v for k, v in (await read_form(request)).items() if isinstance(v, str)}
             data = verify_mango(form, self.key, self.salt)
         except ForgedInput as exc:
             log.warning("Mango notification refused: %s (from %s)", exc, request.remote)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from adshub import jsontext
 from adshub.contract import Attachment, Inbound, Sender
 from adshub.errors import ForgedInput, InvalidInput, TransientError
 from channels.voicemail.calls import CHANNEL, transcript_edit
@@ -65,6 +65,8 @@ def hook_inbound(data: Any) -> Inbound:
             raise InvalidInput(f"received_at is not ISO 8601: {exc}") from exc
         if received.tzinfo is None:
             raise InvalidInput("received_at must carry a time zone")
+        if not 2000 <= received.year <= 2100:
+            raise InvalidInput("received_at is out of range")
     transcript = data.get("transcript") or ""
     if not isinstance(transcript, str):
         raise InvalidInput("transcript must be a string")
@@ -120,7 +122,7 @@ class SignedWebhook:
             log.warning("voicemail webhook refused: %s (from %s)", exc, request.remote)
             raise web.HTTPForbidden(text="wrong or stale signature") from None
         try:
-            inbound = hook_inbound(json.loads(body))
+            inbound = hook_inbound(jsontext.loads(body))
         except (ValueError, InvalidInput) as exc:
             raise web.HTTPBadRequest(text=f"invalid body: {exc}") from None
         journal = self.channel.journal
