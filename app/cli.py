@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     role = usub.add_parser("role", help="change a user's role")
     role.add_argument("--login", required=True)
     role.add_argument("--role", required=True, choices=("dispatcher", "manager", "admin"))
+    mail = sub.add_parser("email", help="the mailbox channel")
+    msub = mail.add_subparsers(dest="email_command", required=True)
+    inspect = msub.add_parser(
+        "inspect", help="how the hub reads raw letters (.eml, mbox-like .box): one JSON object per file"
+    )
+    inspect.add_argument("files", nargs="+", type=Path, help="letters, or directories of letters")
     buildings = sub.add_parser("buildings", help="the company's buildings directory")
     bsub = buildings.add_subparsers(dest="buildings_command", required=True)
     load = bsub.add_parser(
@@ -71,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "classify":
             return _classify(args)
+        if args.command == "email":
+            return _inspect_letters(args.files)
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
@@ -129,6 +137,44 @@ def _classify(args: argparse.Namespace) -> int:
             result["channel"] = item["channel"]
         out.write(json.dumps(result, ensure_ascii=False) + "\n")
     out.flush()
+    return 0
+
+
+def letter_report(path: Path) -> dict[str, Any]:
+    """What the hub reads from one raw letter, and whether it would answer it; touches no database."""
+    from channels.email import EmailSettings
+    from channels.letters import read_letter
+
+    try:
+        mail = read_letter(path.read_bytes(), EmailSettings.model_fields["email_max_bytes"].default)
+    except OSError as exc:
+        return {"file": str(path), "error": f"cannot read the file: {exc.strerror or exc}"}
+    except Exception as exc:
+        return {"file": str(path), "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "file": str(path),
+        "subject": mail.subject,
+        "sender_email": mail.sender_email,
+        "sender_name": mail.sender_name,
+        "text": mail.text,
+        "attachments": [
+            {"filename": a.name, "content_type": a.content_type, "size": len(a.data)} for a in mail.attachments
+        ],
+        "automatic": mail.automatic,
+        "would_answer": mail.would_answer,
+        "message_id": mail.message_id,
+        "in_reply_to": mail.in_reply_to,
+        "references": mail.references,
+        "too_large": mail.too_large,
+    }
+
+
+def _inspect_letters(paths: Sequence[Path]) -> int:
+    """Each file, and every file under each directory given, in name order."""
+    for given in paths:
+        files = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
+        for path in files:
+            print(json.dumps(letter_report(path), ensure_ascii=False), flush=True)
     return 0
 
 

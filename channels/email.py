@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import formataddr, formatdate, parseaddr
 from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -35,7 +35,8 @@ from adshub.contract import Attachment, ChannelProfile, Inbound, Outbound, Sende
 from adshub.errors import ConfigurationError, PermanentDeliveryError, RetryableDeliveryError, TransientError
 from adshub.settings import ChannelSettings, Settings
 from channels.base import BaseChannel, ChannelContext, SendResult
-from channels.mime import ParsedMail, parse_mail
+from channels.letters import LetterReader
+from channels.mime import ParsedMail, valid_address
 
 log = logging.getLogger("adshub.channels.email")
 
@@ -134,6 +135,13 @@ def _quote(mailbox: str) -> str:
     return f'"{mailbox}"' if " " in mailbox else mailbox
 
 
+def too_large_note(size: int) -> str:
+    return (
+        f"Письмо слишком большое ({size / 2**20:.1f} МБ): прочитаны только заголовки, "
+        "само письмо приложено файлом letter.eml."
+    )
+
+
 def to_inbound(
     mail: ParsedMail,
     *,
@@ -168,7 +176,7 @@ def to_inbound(
         thread=thread[-100:],
         auto_submitted=automatic is not None,
         answerable=address is not None,
-        payload={"automatic_reason": automatic} if automatic else {},
+        payload={"automatic_reason": automatic} if automatic else {"too_large": True} if mail.too_large else {},
         raw={"headers": mail.headers, "uid": uid, "uidvalidity": uidvalidity},
     )
 
@@ -180,6 +188,23 @@ class EmailSettings(ChannelSettings):
     imap_poll_seconds: float = Field(30.0, gt=0)
     smtp_url: SecretStr = SecretStr("")
     email_from: str = ""
+    """«ads@uk.example» or, with a name residents see, «АДС УК <ads@uk.example>»."""
+    email_max_bytes: int = Field(25 * 1024 * 1024, ge=64 * 1024)
+    """Larger letters are kept whole and shown as too large; only their headers are read."""
+    email_read_seconds: float = Field(120.0, gt=0)
+    """Longer readings are abandoned the same way."""
+
+    @field_validator("email_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if value.strip() and sender_of(value)[1] is None:
+            raise ValueError("must be an address, as ads@uk.example or «АДС УК <ads@uk.example>»")
+        return value.strip()
+
+    @property
+    def sender(self) -> tuple[str | None, str | None]:
+        """(display name, address) of ``email_from``."""
+        return sender_of(self.email_from)
 
     @field_validator("imap_url")
     @classmethod
@@ -196,6 +221,14 @@ class EmailSettings(ChannelSettings):
         if raw and urlsplit(raw).scheme not in ("smtp", "smtps"):
             raise ValueError("must be smtp://user:pass@host:port or smtps://…")
         return value
+
+
+def sender_of(value: str) -> tuple[str | None, str | None]:
+    """(name, address) of a sender an administrator wrote: a bare address or «Name <address>»."""
+    name, address = parseaddr(value.strip())
+    if not valid_address(address):
+        return None, None
+    return (name.strip() or None), address
 
 
 class Email(BaseChannel):
@@ -215,7 +248,10 @@ class Email(BaseChannel):
         smtp_url = config.smtp_url.get_secret_value()
         self.imap = MailServer.parse(imap_url, (143, 993)) if imap_url else None
         self.smtp = MailServer.parse(smtp_url, (25, 465)) if smtp_url else None
-        self.sender = config.email_from or (self.imap.user if self.imap and "@" in self.imap.user else "")
+        name, address = config.sender
+        self.sender_name = name
+        self.sender = address or (self.imap.user if self.imap and valid_address(self.imap.user) else "")
+        self.reader = LetterReader(config.email_max_bytes, config.email_read_seconds)
 
     @classmethod
     def configured(cls, settings: Settings) -> bool:
@@ -237,6 +273,7 @@ class Email(BaseChannel):
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.gather(*self._tasks), 30)
         await super().stop()
+        await asyncio.to_thread(self.reader.close)
 
     async def _run(self) -> None:
         assert self.imap is not None
@@ -278,8 +315,11 @@ class Email(BaseChannel):
 
     async def _take(self, fetched: FetchedMail, uidvalidity: int) -> None:
         assert self.imap is not None
-        mail = parse_mail(fetched.raw)
+        mail = await self.reader.read(fetched.raw)
         attachments = await self._store_attachments(mail)
+        if mail.too_large:
+            attachments.append(await self._keep_whole(fetched.raw, mail))
+            mail.text = too_large_note(len(fetched.raw))
         inbound = to_inbound(
             mail,
             uid=fetched.uid,
@@ -293,6 +333,13 @@ class Email(BaseChannel):
             log.info(
                 "machine-generated mail stored, not answered (%s)", mail.automatic, extra={"message_id": inbound.id}
             )
+
+    async def _keep_whole(self, raw: bytes, mail: ParsedMail) -> Attachment:
+        """A letter too large to read is kept as it came, for a dispatcher to open."""
+        location = await self.journal.store_file(
+            raw, "letter.eml", "message/rfc822", {"channel": self.name, "message_id": mail.message_id}
+        )
+        return Attachment(kind="document", name="letter.eml", mime="message/rfc822", size=len(raw), location=location)
 
     async def _store_attachments(self, mail: ParsedMail) -> list[Attachment]:
         kept: list[Attachment] = []
@@ -324,7 +371,8 @@ class Email(BaseChannel):
 
     def compose(self, outbound: Outbound) -> EmailMessage:
         msg = EmailMessage()
-        msg["From"] = formataddr((self.settings.company_name, self.sender)) if self.sender else ""
+        if self.sender:
+            msg["From"] = formataddr((self.sender_name or self.settings.company_name, self.sender))
         msg["To"] = outbound.address
         subject = outbound.subject or (
             f"Заявка № {outbound.request_number}" if outbound.request_number else "Аварийно-диспетчерская служба"
