@@ -33,8 +33,9 @@ test: setup system-deps rabbitmq lint
 fault: setup rabbitmq
 	$(BIN)/pytest -m fault $(PYTEST_ARGS)
 
-bench: setup rabbitmq
+bench: setup system-deps rabbitmq
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench --no-floor --residents 10 --messages 1000 --warmup 100 --big-letter 20
 	$(BIN)/python -m tests.bench_classify
 
 lint: setup

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -73,7 +74,7 @@ async def resident(http: aiohttp.ClientSession, port: int, n: int) -> float:
                 raise RuntimeError(f"error frame: {frame}")
 
 
-async def drive(name: str, port: int, residents: int, messages: int, warmup: int) -> Result:
+async def drive(name: str, port: int, residents: int, messages: int, warmup: int, during: Any = None) -> Result:
     latencies: list[float] = []
     counter = iter(range(10**9))
 
@@ -90,9 +91,67 @@ async def drive(name: str, port: int, residents: int, messages: int, warmup: int
         await asyncio.gather(*(worker(http, warm, False) for _ in range(residents)))
         budget = [messages]
         started = time.perf_counter()
+        side = asyncio.create_task(during()) if during is not None else None
         await asyncio.gather(*(worker(http, budget, True) for _ in range(residents)))
         seconds = time.perf_counter() - started
+        if side is not None:
+            await side
     return Result(name, len(latencies), seconds, latencies)
+
+
+class BigLetter:
+    """A real mailbox beside the chat: one large letter arrives a second into the measured run."""
+
+    def __init__(self, megabytes: float) -> None:
+        from tests.mailservers import Dovecot, SmtpSink
+
+        self.size = int(megabytes * 2**20)
+        self.dovecot = Dovecot()
+        self.dovecot.start()
+        self.smtp = SmtpSink()
+        self.smtp.start()
+        self.sent_at = 0.0
+        self.answer_seconds: float | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            "ADSHUB_IMAP_URL": self.dovecot.url,
+            "ADSHUB_SMTP_URL": self.smtp.url,
+            "ADSHUB_EMAIL_FROM": "АДС УК <ads@uk.example>",
+            "ADSHUB_IMAP_POLL_SECONDS": "0.5",
+        }
+
+    async def deliver(self) -> None:
+        from email.message import EmailMessage
+
+        await asyncio.sleep(1.0)
+        letter = EmailMessage()
+        letter["From"] = "Иванова Мария <maria@example.ru>"
+        letter["To"] = "ads@uk.example"
+        letter["Subject"] = "Фото потопа в подвале"
+        letter["Message-ID"] = "<bench-big-letter@example.ru>"
+        letter.set_content("Вода по щиколотку в подвале, Ленина 5. Фото во вложении.")
+        photo = os.urandom(self.size * 3 // 4)
+        letter.add_attachment(photo, maintype="image", subtype="jpeg", filename="potop.jpg")
+        raw = letter.as_bytes()
+        self.sent_at = time.perf_counter()
+        await asyncio.to_thread(self.dovecot.append, raw)
+
+    async def answered(self) -> None:
+        for _ in range(1500):
+            if self.smtp.messages:
+                break
+            await asyncio.sleep(0.2)
+        if self.smtp.messages:
+            self.answer_seconds = time.perf_counter() - self.sent_at
+
+    def line(self) -> str:
+        answered = f"answered {self.answer_seconds:.1f} s after it arrived" if self.answer_seconds else "not answered"
+        return f"letter {self.size / 2**20:.1f} MB during the run: {answered}"
+
+    def stop(self) -> None:
+        self.smtp.stop()
+        self.dovecot.stop()
 
 
 def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -120,6 +179,14 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--amqp", default=os.environ.get("ADSHUB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument(
+        "--big-letter",
+        type=float,
+        default=0.0,
+        metavar="MB",
+        help="also run the mailbox (Dovecot, aiosmtpd) and drop a letter this large into it during the hub's run",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="measure the hub alone")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="adshub-bench-"))
@@ -153,21 +220,36 @@ async def main() -> None:
         f"residents: {args.residents}, messages per pipeline: {args.messages} (after {args.warmup} warm-up), "
         f"cores: {os.cpu_count()}"
     )
+    parts = ["router", "webchat"]
+    mail = BigLetter(args.big_letter) if args.big_letter else None
+    if mail is not None:
+        hub_env.update(mail.env())
+        parts.append("email")
     try:
-        floor = start([sys.executable, "-m", "tests.floor"], floor_env, floor_port, workdir / "floor.log")
+        floor_result = None
+        if not args.no_floor:
+            floor = start([sys.executable, "-m", "tests.floor"], floor_env, floor_port, workdir / "floor.log")
+            try:
+                floor_result = await drive("floor", floor_port, args.residents, args.messages, args.warmup)
+            finally:
+                stop(floor)
+        hub = start([sys.executable, "-m", "app", "run", *parts], hub_env, hub_port, workdir / "hub.log")
         try:
-            floor_result = await drive("floor", floor_port, args.residents, args.messages, args.warmup)
-        finally:
-            stop(floor)
-        hub = start([sys.executable, "-m", "app", "run", "router", "webchat"], hub_env, hub_port, workdir / "hub.log")
-        try:
-            hub_result = await drive("hub", hub_port, args.residents, args.messages, args.warmup)
+            during = mail.deliver if mail is not None else None
+            hub_result = await drive("hub", hub_port, args.residents, args.messages, args.warmup, during)
+            if mail is not None:
+                await mail.answered()
         finally:
             stop(hub)
         print(hub_result.line())
-        print(floor_result.line())
-        print(f"ratio hub/floor (throughput): {hub_result.throughput / floor_result.throughput:.2f}")
+        if mail is not None:
+            print(mail.line())
+        if floor_result is not None:
+            print(floor_result.line())
+            print(f"ratio hub/floor (throughput): {hub_result.throughput / floor_result.throughput:.2f}")
     finally:
+        if mail is not None:
+            mail.stop()
         database.stop()
         await _cleanup(args.amqp, prefix)
         shutil.rmtree(workdir, ignore_errors=True)
