@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all setup run test fault bench lint format system-deps rabbitmq clean
+.PHONY: all setup run test fault bench lint format system-deps rabbitmq clean model
 
 all: test
 
@@ -36,7 +36,7 @@ fault: setup rabbitmq
 bench: setup system-deps rabbitmq
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 	$(BIN)/python -m tests.bench --no-floor --residents 10 --messages 1000 --warmup 100 --big-letter 20
-	$(BIN)/python -m tests.bench_classify
+	$$(command -v taskset >/dev/null && echo taskset -c 0) $(BIN)/python -m tests.bench_classify
 
 lint: setup
 	$(BIN)/ruff check .
@@ -48,3 +48,8 @@ format: setup
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# Retrain the classifier's learned model (domain/model/classifier.npz) from the labeled sets; prints
+# cross-validated figures. Add the dispatchers' corrections from the journal with ARGS=--journal.
+model: setup
+	$(BIN)/adshub classify --train $(ARGS)

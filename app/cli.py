@@ -9,11 +9,15 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adshub.errors import AdshubError, ConfigurationError
 from adshub.logs import configure_logging
 from adshub.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from domain.classify import Classification
+    from domain.learned import LinearModel
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +37,24 @@ def _parser() -> argparse.ArgumentParser:
         help="score a labeled JSON Lines file (text, category, emergency) instead",
     )
     classify.add_argument("--errors", action="store_true", help="with --evaluate: list the misclassified messages")
+    classify.add_argument(
+        "--rules-only", action="store_true", help="decide by the rules alone, without the learned model"
+    )
+    classify.add_argument(
+        "--explain", action="store_true", help="show the phrases, rule scores and model scores behind each decision"
+    )
+    classify.add_argument(
+        "--train",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="train the learned model on labeled files (default: the shipped training sets) and report "
+        "cross-validated figures",
+    )
+    classify.add_argument(
+        "--journal", action="store_true", help="with --train: add the categories dispatchers corrected in the journal"
+    )
+    classify.add_argument("--output", type=Path, help="with --train: where to write the model")
 
     journal = sub.add_parser("journal", help="the journal of requests")
     jsub = journal.add_subparsers(dest="journal_command", required=True)
@@ -75,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "classify" and args.train is not None:
+            return _train(args)
         if args.command == "classify":
             return _classify(args)
         if args.command == "email":
@@ -103,19 +127,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from app.train import TRAINING_SETS, describe, train, training_rows
+    from domain.learned import MODEL_PATH
+
+    rows = training_rows(args.train or TRAINING_SETS)
+    if args.journal:
+        settings = load_settings()
+        corrections = asyncio.run(_corrections(settings))
+        print(f"dispatchers' corrections from the journal: {len(corrections)}", file=sys.stderr)
+        known = {str(r["text"]).strip() for r in rows}
+        rows.extend(r for r in corrections if r["text"].strip() not in known)
+    print(describe(train(rows, args.output or MODEL_PATH)))
+    return 0
+
+
+async def _corrections(settings: Settings) -> list[dict[str, Any]]:
+    from journal.repository import Journal
+
+    journal = Journal.connect(settings.mongo_url, settings.database_name)
+    try:
+        return await journal.labeled_corrections()
+    finally:
+        await journal.close()
+
+
 def _classify(args: argparse.Namespace) -> int:
     from domain.address import extract_address
-    from domain.classify import classify
+    from domain.classify import classify, classify_with, rules_only
     from domain.evaluate import evaluate, load_rows
+    from domain.learned import default_model
     from domain.phones import extract_phones
 
+    def decide(text: str) -> Classification:
+        return rules_only(text)[0] if args.rules_only else classify(text)
+
     if args.evaluate:
-        report = evaluate(load_rows(args.evaluate))
+        report = evaluate(load_rows(args.evaluate), decide)
         print(json.dumps(report.summary(), ensure_ascii=False))
+        print(report.table(), file=sys.stderr)
         if args.errors:
             for error in report.errors:
                 print(json.dumps(error, ensure_ascii=False))
         return 0
+    model = None if args.rules_only else default_model()
     out = sys.stdout
     for number, line in enumerate(sys.stdin, start=1):
         if not line.strip():
@@ -128,7 +183,10 @@ def _classify(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, TypeError) as exc:
             out.write(json.dumps({"error": f"line {number}: {exc}"}, ensure_ascii=False) + "\n")
             continue
-        result: dict[str, Any] = classify(text).as_dict()
+        decided = classify_with(text, model)
+        result: dict[str, Any] = decided.as_dict()
+        if args.explain:
+            result["explanation"] = _explanation(text, model)
         address = extract_address(text)
         result["address"] = address.as_dict() if address else None
         phones = extract_phones(text)
@@ -138,6 +196,24 @@ def _classify(args: argparse.Namespace) -> int:
         out.write(json.dumps(result, ensure_ascii=False) + "\n")
     out.flush()
     return 0
+
+
+def _explanation(text: str, model: LinearModel | None) -> dict[str, Any]:
+    """What each half saw: the rules' phrases and scores, the model's likeliest categories and their words."""
+    from domain.classify import rules_only
+
+    rules, analysis = rules_only(text)
+    explained: dict[str, Any] = {
+        "rules": {"category": rules.category.value, "scores": rules.scores, "phrases": list(rules.phrases)}
+    }
+    if model is not None:
+        prediction = model.predict(analysis)
+        ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:3]
+        explained["model"] = [
+            {"category": c.value, "probability": round(p, 3), "words": dict(prediction.weighed(c)[:5])}
+            for c, p in ranked
+        ]
+    return explained
 
 
 def letter_report(path: Path) -> dict[str, Any]:

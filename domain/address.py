@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -189,7 +190,12 @@ def _nominative(name: str, street_type: str | None) -> str:
     gender = _GENDER.get(street_type or "ул.", "masc")
     out = []
     for word in words:
-        parse = next((p for p in _MORPH.parse(word) if p.tag.POS == "ADJF"), None)
+        parses = _MORPH.parse(word)
+        parse = next((p for p in parses if p.tag.POS == "ADJF" and "Poss" not in p.tag), None)
+        if parse is not None and any("Surn" in p.tag and p.tag.case == "gent" for p in parses):
+            parse = None
+        if parse is not None and street_type is None and parse.tag.gender not in ("femn", None):
+            parse = None
         if (parse is not None and parse.tag.case != "nomn") or (parse is not None and parse.tag.gender != gender):
             inflected = parse.inflect({"nomn", gender, "sing"}) if parse is not None else None
             out.append(inflected.word if inflected else word)
@@ -214,8 +220,11 @@ def _clean_house(value: str) -> str:
     return value.replace(" ", "")
 
 
-def extract_address(text: str) -> Address | None:
-    """Every address field found in ``text``; None when nothing address-like is there."""
+def extract_address(text: str, streets: Collection[str] = ()) -> Address | None:
+    """Every address field found in ``text``; None when nothing address-like is there.
+
+    ``streets`` are the directory's street keys: where the company has them, a street written without its
+    type («Ленина 5») counts only when it is one of them, a letter off at most."""
     original = words_to_digits(text)
     low = normalize(original)
     street = street_type = house = flat = None
@@ -251,7 +260,7 @@ def extract_address(text: str) -> Address | None:
     if not street:
         for bare in _BARE.finditer(original):
             name = bare.group(1).lower().replace("ё", "е")
-            if name in _NOT_STREETS or name in STREET_TYPES:
+            if not _bare_street(name, original[bare.end() :], streets):
                 continue
             street = name
             house = house or _clean_house(bare.group(2).lower())
@@ -286,6 +295,116 @@ def extract_address(text: str) -> Address | None:
         flat=flat,
     )
     return None if address.is_empty else address
+
+
+_FUNCTION_WORDS = {
+    "NPRO",
+    "VERB",
+    "INFN",
+    "ADVB",
+    "INTJ",
+    "PRCL",
+    "PREP",
+    "CONJ",
+    "NUMR",
+    "PRED",
+    "COMP",
+    "GRND",
+    "PRTS",
+}
+_COUNTED = {
+    "день",
+    "сутки",
+    "час",
+    "минута",
+    "секунда",
+    "неделя",
+    "месяц",
+    "год",
+    "лето",
+    "раз",
+    "градус",
+    "человек",
+    "штука",
+    "рубль",
+    "этаж",
+    "подъезд",
+    "квартира",
+    "кв",
+    "утро",
+    "вечер",
+    "ночь",
+    "процент",
+    "метр",
+    "сантиметр",
+    "литр",
+    "число",
+    "мин",
+    "ч",
+    "сек",
+    "см",
+    "мм",
+    "м",
+    "л",
+    "г",
+    "кг",
+    "тысяча",
+    "житель",
+    "семья",
+    "ребёнок",
+    "этажный",
+    "квартирный",
+    "подъездный",
+}
+_FIELD_WORDS = {"кв", "квартира", "подъезд", "под", "этаж", "п"}
+_NOMINATIVE_STREETS = {"набережная", "площадь", "аллея", "бульвар", "шоссе", "линия", "дорога", "тракт", "слобода"}
+_NEXT_WORD = re.compile(r"[\s,.;:)(-]*([а-яёa-z]+)", re.IGNORECASE)
+
+
+def _bare_street(name: str, after: str, streets: Collection[str]) -> bool:
+    """Whether a capitalised word before a number («Кирова 14») is a street, not «Меня 2 дня» or «Ирина 12
+    квартира»: a surname, an adjective that agrees with «улица», a noun in the genitive («Мира», «Строителей»),
+    and never a word counting what follows the number. With a directory, only its streets."""
+    if name in _NOT_STREETS or name in STREET_TYPES:
+        return False
+    following = _NEXT_WORD.match(after)
+    if following and _MORPH.parse(following.group(1).lower())[0].normal_form in _COUNTED:
+        numbered = re.match(r"\.?\s*№?\s*\d", after[following.end() :])
+        if not (numbered and following.group(1).lower() in _FIELD_WORDS):
+            return False
+    if streets:
+        keys = {street_key(name), street_key(_nominative(name, None))}
+        return any(_near_street(key, part) for known in streets for part in (known, *known.split()) for key in keys)
+    return _street_like(name)
+
+
+@lru_cache(maxsize=10_000)
+def _street_like(name: str) -> bool:
+    parses = _MORPH.parse(name)
+    best = parses[0].tag
+    if best.POS in _FUNCTION_WORDS:
+        return False
+    if name in _NOMINATIVE_STREETS:
+        return True
+    if any("Surn" in p.tag and p.score >= 0.1 for p in parses):
+        return True
+    if "Name" in best or "Apro" in best:
+        return False
+    if best.POS == "ADJF":
+        return best.number == "sing"
+    return best.POS == "NOUN" and best.case == "gent"
+
+
+def _near_street(a: str, b: str) -> bool:
+    """The same street, or one letter off («Ленена» for «Ленина»)."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1 or len(a) < 4 or a[0] != b[0]:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 def _take(pattern: re.Pattern[str], text: str) -> tuple[str | None, str]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from domain.categories import CATEGORIES, Category
+from domain.learned import LinearModel, Prediction, default_model
 from domain.lexicon import ABBREVIATIONS, CONCEPTS, LOCATIVES, NEGATORS, ONGOING_BEFORE
-from domain.normalize import is_known, lemma, normalize
+from domain.normalize import is_known, lemma, normalize, sound_core, sound_key
 
 STRONG = 3.0
 """Evidence that on its own settles a category."""
@@ -51,6 +52,10 @@ class Classification:
     confidence: float
     phrases: tuple[str, ...] = ()
     scores: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    decided_by: str = "rules"
+    """``rules`` (a phrase of the lexicon), ``model`` (the learned model), or ``rules+model`` (both agree)."""
+    model: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    """The learned model's probabilities, the likeliest first."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -58,6 +63,7 @@ class Classification:
             "emergency": self.emergency,
             "confidence": round(self.confidence, 3),
             "phrases": list(self.phrases),
+            "decided_by": self.decided_by,
         }
 
 
@@ -89,6 +95,11 @@ def _build_index() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
 
 
 _EXACT, _STEMS = _build_index()
+_STEM_SOUNDS = [(sound_key(stem), concept) for stem, concept in _STEMS if len(stem) >= 3]
+_EXACT_SOUNDS: dict[str, set[str]] = defaultdict(set)
+for _exact, _concepts in _EXACT.items():
+    if len(_exact) >= 4 and len(sound_core(_exact)) >= 3:
+        _EXACT_SOUNDS[sound_core(_exact)] |= _concepts
 _STEMS_BY_FIRST: dict[str, list[tuple[str, str]]] = defaultdict(list)
 for _stem, _concept in _STEMS:
     _STEMS_BY_FIRST[_stem[0]].append((_stem, _concept))
@@ -133,7 +144,32 @@ def concepts_of(surface: str) -> tuple[str, frozenset[str]]:
     for exact, concepts in _EXACT.items():
         if len(exact) >= 5 and (_within_one_edit(surface, exact) or _within_one_edit(base, exact)):
             found |= concepts
+    if not found:
+        found = _sounds_like(surface)
     return base, frozenset(found)
+
+
+def _sounds_like(surface: str) -> set[str]:
+    """Concepts of a misspelled word, by how it sounds («тичот» → течёт, «патолка» → потолок)."""
+    key, core = sound_key(surface), sound_core(surface)
+    found = {concept for stem_key, concept in _STEM_SOUNDS if len(stem_key) >= 3 and key.startswith(stem_key)}
+    return found | _EXACT_SOUNDS.get(core, set())
+
+
+_BOTH_ASPECTS = frozenset({"бежать", "течь", "литься", "женить", "казнить", "использовать", "атаковать"})
+"""Verbs the dictionary also files as perfective: their present reads as a future."""
+
+
+@lru_cache(maxsize=20_000)
+def _future(word: str) -> bool:
+    """A perfective verb in the future («прорвёт», «застрянем»): something that may happen, not that does."""
+    from domain.normalize import _MORPH
+
+    if not _MORPH.word_is_known(word):
+        return False
+    parse = _MORPH.parse(word)[0]
+    tag = parse.tag
+    return tag.POS == "VERB" and tag.tense == "futr" and tag.aspect == "perf" and parse.normal_form not in _BOTH_ASPECTS
 
 
 @lru_cache(maxsize=20_000)
@@ -177,6 +213,7 @@ class Analysis:
                 self.hits[concept].append(word.index)
         self.negated = self._negated()
         self.historic = self._historic_clauses()
+        self.hypothetical = self._hypothetical()
         self._current: dict[str, list[int]] = {}
         self._active: dict[str, list[int]] = {}
         self.question = "?" in self.text
@@ -188,15 +225,15 @@ class Analysis:
             if w.text not in NEGATORS:
                 continue
             for j in (w.index + 1, w.index + 2):
-                if j < len(words) and words[j].clause == w.clause:
+                if j < len(words) and words[j].segment == w.segment:
                     negated.add(j)
             if w.text.startswith("никак"):
                 for j in range(w.index + 1, min(w.index + 5, len(words))):
-                    if words[j].clause == w.clause:
+                    if words[j].segment == w.segment:
                         negated.add(j)
             if w.text in ("нет", "нету"):
                 for j in (w.index - 1, w.index - 2):
-                    if j >= 0 and words[j].clause == w.clause:
+                    if j >= 0 and words[j].segment == w.segment:
                         negated.add(j)
         return negated
 
@@ -221,7 +258,17 @@ class Analysis:
                 historic.add(w.segment)
         return historic
 
-    # Queries used by the rules. "Active" means neither negated nor in a historic clause.
+    def _hypothetical(self) -> set[int]:
+        """Words about what might happen, not what happens: «боимся застрять», «если прорвёт трубу»,
+        «застрянем» (a verb in the future)."""
+        marked: set[int] = set()
+        hypo_segments = {self.words[i].segment for i in self.hits.get("HYPO", [])}
+        for w in self.words:
+            if w.segment in hypo_segments or _future(w.text):
+                marked.add(w.index)
+        return marked
+
+    # Queries used by the rules. "Active" means neither negated nor in a historic clause nor hypothetical.
 
     def all(self, concept: str) -> list[int]:
         return self.hits.get(concept, [])
@@ -237,7 +284,7 @@ class Analysis:
     def active(self, concept: str) -> list[int]:
         found = self._active.get(concept)
         if found is None:
-            found = [i for i in self.current(concept) if i not in self.negated]
+            found = [i for i in self.current(concept) if i not in self.negated and i not in self.hypothetical]
             self._active[concept] = found
         return found
 
@@ -308,6 +355,9 @@ def _rule_gas(a: Analysis, ev: Evidence) -> None:
     pair = _pair(a, "GAS", "SMELL", 6)
     if pair:
         ev.add(Category.GAS_SMELL, STRONG + 1, a.phrase(pair))
+    burning = _pair(a, "GAS", _fire(a), 6)
+    if burning:
+        ev.add(Category.GAS_SMELL, STRONG + 1, a.phrase(burning))
     for i in a.active("GAS"):
         nxt = a.words[i + 1].lemma if i + 1 < len(a.words) else ""
         prev = a.words[i - 1].lemma if i > 0 else ""
@@ -318,29 +368,51 @@ def _rule_gas(a: Analysis, ev: Evidence) -> None:
 
 
 def _rule_lift(a: Analysis, ev: Evidence) -> None:
+    named = a.current("LIFT") + a.current("CABIN")
     lift = a.active("LIFT") + a.active("CABIN")
     if not lift:
         if a.all("LIFT") and a.has("TRAP"):
             lift = a.all("LIFT")
-        else:
+        elif not named and not a.all("LIFT"):
             return
     empty = bool(a.active("EMPTY")) or any(a.words[i].lemma in ("никто", "никого") for i in a.all("EMPTY"))
-    trap = _pair(a, lift, "TRAP", 10)
+    trap = _pair(a, lift, "TRAP", 10) if lift else None
     people_stopped = None
-    if a.has("PERSON") or a.has("DISTRESS"):
+    inside = a.lemmas("внутри")
+    if lift and (a.has("PERSON") or a.has("DISTRESS") or inside):
         stopped = a.active("STOPPED") + [i for i in a.absent("OPEN")]
         people_stopped = _pair(a, lift, stopped, 10)
+        if people_stopped and inside and not (a.has("PERSON") or a.has("DISTRESS")):
+            people_stopped = people_stopped if _pair(a, inside, "PERSON", 6) or not empty else None
     if not empty and (trap or people_stopped):
         ev.add(Category.ELEVATOR_TRAPPED, STRONG + 1, a.phrase(trap or people_stopped or ()))
-    fault = _pair(a, lift, a.current("LIFT_FAULT") + a.absent("LIFT_WORKS") + a.active("STOPPED"), 10)
+    anywhere = named or a.all("LIFT")
+    faults = a.current("LIFT_FAULT") + a.absent("LIFT_WORKS") + a.current("STOPPED") + a.absent("LIFT")
+    faults += [i for i in a.all("TRAP") if i in a.hypothetical]
+    fault = _pair(a, anywhere, faults, 10) or (a.absent("LIFT")[:1] and (a.absent("LIFT")[0], a.absent("LIFT")[0]))
     if fault:
         ev.add(Category.ELEVATOR_FAULT, STRONG, a.phrase(fault))
-    elif a.active("LIFT"):
-        ev.add(Category.ELEVATOR_FAULT, 1.5, a.phrase(a.active("LIFT")[:1]))
+    elif anywhere:
+        ev.add(Category.ELEVATOR_FAULT, 1.5, a.phrase(anywhere[:1]))
+
+
+def _fire(a: Analysis) -> list[int]:
+    """Something burning: not a light that is on («свет горит», «лампочка не горит»)."""
+    found = []
+    for i in a.active("FIRE"):
+        if a.words[i].lemma == "гореть" and any(
+            a.words[j].clause == a.words[i].clause for j in a.all("LIGHT") + a.all("MINOR")
+        ):
+            continue
+        found.append(i)
+    return found
 
 
 def _rule_electricity(a: Analysis, ev: Evidence) -> None:
     electric = a.active("ELECTRIC") + a.active("PANEL")
+    burning = _pair(a, electric, _fire(a), 8)
+    if burning and not a.has("GAS"):
+        ev.add(Category.ELECTRICITY_ACCIDENT, STRONG + 1.5, a.phrase(burning))
     pair = _pair(a, electric, a.active("SPARK"), 8) or _pair(a, electric, "SPARK_STRONG", 8)
     if pair:
         ev.add(Category.ELECTRICITY_ACCIDENT, STRONG + 1, a.phrase(pair))
@@ -405,12 +477,16 @@ def _rule_water_family(a: Analysis, ev: Evidence) -> None:
     clog_words = a.active("CLOG")
     if sewer_wet and (not clog_words or burst or a.active("BREAK")):
         ev.add(Category.SEWER_ACCIDENT, STRONG + (1 if burst or a.active("BREAK") else 0), a.phrase(sewer_wet))
+    _sewage_standing(a, ev, sewer, clog_words)
+    pipe_burst = _pair(a, _without(_without(burst, a, "HEATING"), a, "SEWER"), a.active("PIPE"), 6)
+    if pipe_burst and not a.active("DRY"):
+        ev.add(Category.WATER_ACCIDENT, STRONG + 1, a.phrase(pipe_burst))
 
     if a.active("DRY"):
         if wet:
             ev.add(Category.CONSULTATION, 1.5, a.phrase(a.active("DRY")[:1]))
         return
-    if roofish and (wet or a.active("CEILING")):
+    if roofish and (wet or a.active("CEILING")) and not pipe_burst:
         pair = _pair(a, roofish, wet + a.active("CEILING"), 12)
         if pair:
             ev.add(Category.ROOF_LEAK, STRONG + 0.5, a.phrase(pair))
@@ -443,6 +519,27 @@ def _rule_water_family(a: Analysis, ev: Evidence) -> None:
     pair = _pair(a, wet_free, a.active("WATER") + _floor_words(a), 6)
     if pair:
         ev.add(Category.WATER_ACCIDENT, 2.0, a.phrase(pair))
+
+
+def _sewage_standing(a: Analysis, ev: Evidence, sewer: list[int], clog: list[int]) -> None:
+    """Sewage that sits in a basement or floods it, or chokes the stairs with its smell, is an accident even
+    without a burst pipe; water standing in one's own bath behind a clog is not."""
+    if not sewer:
+        return
+    basement = a.active("BASEMENT")
+    standing = a.active("STANDING")
+    no_drain = a.absent("DRAIN")
+    pair = _pair(a, sewer, standing + basement, 10)
+    fixtures = a.active("BASIN")
+    if pair and (basement or not (clog or no_drain or fixtures)):
+        ev.add(Category.SEWER_ACCIDENT, STRONG + (1 if basement else 0), a.phrase(pair))
+        return
+    choking = a.active("CHOKING") + a.lemmas("нечем")
+    smell = a.active("SMELL")
+    if smell and (choking or basement) and not (clog or no_drain):
+        near = _pair(a, sewer, smell + choking, 10)
+        if near:
+            ev.add(Category.SEWER_ACCIDENT, STRONG, a.phrase(near))
 
 
 def _topfloor(a: Analysis) -> list[int]:
@@ -541,7 +638,7 @@ def _rule_outage(a: Analysis, ev: Evidence) -> None:
         if _lighting_in_common_area(a, absent):
             weight = 1.0
         elif _planned(a) or _told_in_past(a, absent):
-            weight = 1.5
+            weight = 1.0 if a.question else 1.5
         ev.add(Category.UTILITY_OUTAGE, weight, a.phrase(sorted(set(absent))[:2]))
     weak = _pair(a, "ABSENT_WEAK", a.active("WATER") + a.active("HOT") + a.active("LIGHT") + a.active("HEATING"), 4)
     if weak:
@@ -579,7 +676,7 @@ def _told_in_past(a: Analysis, absent: list[int]) -> bool:
 
 
 def _lift_nearby(a: Analysis, i: int) -> bool:
-    return any(a.words[j].clause == a.words[i].clause for j in a.all("LIFT") + a.all("CABIN"))
+    return any(a.words[j].segment == a.words[i].segment for j in a.all("LIFT") + a.all("CABIN"))
 
 
 def _lighting_in_common_area(a: Analysis, absent: list[int]) -> bool:
@@ -667,6 +764,11 @@ def _rule_paid(a: Analysis, ev: Evidence) -> None:
     ev.add(Category.PAID_SERVICE, weight, a.phrase(paid[:2]))
 
 
+def _sewage_nearby(a: Analysis, i: int) -> bool:
+    """Smell, flies and rats that come with sewage in the basement belong to the sewer accident."""
+    return bool(a.active("SEWER")) and (bool(a.active("BASEMENT")) or bool(a.active("STANDING")))
+
+
 _HAZARDS = (
     "сосулька",
     "гололед",
@@ -687,19 +789,30 @@ _HAZARDS = (
 
 def _rule_sanitation(a: Analysis, ev: Evidence) -> None:
     san = a.current("SANITATION") + [i for i in a.current("TRASH") if not a.current("CHUTE")]
+    san = [i for i in san if not _sewage_nearby(a, i)]
     if san:
         weight = 1.5 + 1.0 * min(len(set(san)), 3)
         if any(a.words[i].lemma in _HAZARDS for i in san):
             weight += 1.0
+        if a.current("CHUTE") and (a.active("CLOG") or a.absent("OPEN")):
+            weight = min(weight, 3.0)
         ev.add(Category.SANITATION, weight, a.phrase(san[:2]))
     dirty_smell = _pair(a, "SMELL", a.lemmas("кошка", "моча", "подъезд"), 5)
-    if dirty_smell and not a.has("GAS") and not a.has("SEWER"):
+    if dirty_smell and not a.has("GAS") and not a.has("SEWER") and not a.current("CHUTE"):
         ev.add(Category.SANITATION, 1.5, a.phrase(dirty_smell))
 
 
 def _rule_consultation(a: Analysis, ev: Evidence) -> None:
     consult = a.current("CONSULT")
     score = 1.5 * min(len(set(consult)), 4)
+    quality = _pair(a, "WATER_QUALITY", a.current("WATER") + a.lemmas("кран"), 6)
+    if quality and not a.has("LEAK") and not a.has("BURST"):
+        score += 3.0
+        consult = consult + list(quality)
+    if a.question and (_planned(a) or a.hypothetical & set(a.all("BURST") + a.all("LEAK"))):
+        score += 2.0
+    if a.question and a.lemmas("подсказать", "узнать", "уточнить"):
+        score += 1.0
     if a.question and a.current("QUESTION_WORD"):
         score += 1.0
     if a.question and re.search(r"что (мне |нам )?(делать|можно сделать)|как быть|куда (обращаться|звонить)", a.text):
@@ -754,18 +867,102 @@ def _decide(ev: Evidence) -> tuple[Category, float]:
     return best, max(0.2, min(0.99, confidence))
 
 
-@lru_cache(maxsize=4096)
-def classify(text: str) -> Classification:
-    """Category, emergency flag, confidence and deciding phrases of one message."""
+@dataclass(frozen=True)
+class Combination:
+    """How the rules and the learned model decide together: recall first.
+
+    An emergency either finds is an emergency. Otherwise the rules decide when their evidence is strong, and
+    the model when the rules have little to say and the model is sure enough. Training chooses the cut-offs
+    on its own cross-validated decisions and stores them with the model."""
+
+    emergency: float = 0.5
+    """The model's summed probability of the emergency categories that makes a message an emergency."""
+    category: float = 0.55
+    """The model's probability of its likeliest category that overrides weak rules."""
+    weak: float = STRONG
+    """Rule evidence below this is weak."""
+
+    @classmethod
+    def of(cls, model: LinearModel) -> Combination:
+        known = {k: v for k, v in model.thresholds.items() if k in ("emergency", "category", "weak")}
+        return cls(**known)
+
+
+def rules_only(text: str) -> tuple[Classification, Analysis]:
     analysis = Analysis(text)
     evidence = Evidence()
     for rule in RULES:
         rule(analysis, evidence)
     category, confidence = _decide(evidence)
-    return Classification(
+    decided = Classification(
         category=category,
         emergency=CATEGORIES[category].emergency,
         confidence=round(confidence, 3),
         phrases=tuple(evidence.phrases.get(category, ())[:3]),
         scores={c.value: round(s, 2) for c, s in evidence.scores.items()},
     )
+    return decided, analysis
+
+
+EMERGENCIES = tuple(c for c in Category if CATEGORIES[c].emergency)
+
+
+def combine(
+    rules: Classification, prediction: Prediction, combination: Combination, analysis: Analysis
+) -> tuple[Category, str, float]:
+    """The category, who decided it (rules, model or both) and the confidence, from the two opinions.
+
+    The model may not overrule the rules with words the rules read as negated, past or hypothetical
+    («газом не пахнет», «вчера прорвало, уже починили»): there the rules know better."""
+    best, probability = prediction.best
+    strength = max(rules.scores.values(), default=0.0)
+    if not rules.emergency and prediction.emergency_probability(EMERGENCIES) >= combination.emergency:
+        chosen = max(EMERGENCIES, key=lambda c: prediction.probabilities.get(c, 0.0))
+        if not _doubted(analysis, prediction, chosen):
+            return chosen, "model", prediction.probabilities[chosen]
+    if (
+        strength < combination.weak
+        and probability >= combination.category
+        and best != rules.category
+        and not _doubted(analysis, prediction, best)
+    ):
+        return best, "model", probability
+    if best == rules.category:
+        return rules.category, "rules+model", max(rules.confidence, probability)
+    return rules.category, "rules", rules.confidence
+
+
+def _doubted(analysis: Analysis, prediction: Prediction, category: Category, top: int = 2) -> bool:
+    """Whether one of the model's weightiest words for ``category`` is a lexicon word the rules doubt."""
+    for index, _ in prediction.evidence(category)[:top]:
+        word = analysis.words[index]
+        if index in analysis.negated or word.segment in analysis.historic or index in analysis.hypothetical:
+            return True
+    return False
+
+
+def classify_with(text: str, model: LinearModel | None, combination: Combination | None = None) -> Classification:
+    """Category, emergency flag, confidence and deciding phrases of one message, with a given model."""
+    rules, analysis = rules_only(text)
+    if model is None:
+        return rules
+    prediction = model.predict(analysis)
+    chosen, by, confidence = combine(rules, prediction, combination or Combination.of(model), analysis)
+    phrases = prediction.words_for(chosen) if by == "model" else rules.phrases
+    ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
+    return Classification(
+        category=chosen,
+        emergency=CATEGORIES[chosen].emergency,
+        confidence=round(min(0.99, confidence), 3),
+        phrases=tuple(phrases[:4]),
+        scores=rules.scores,
+        decided_by=by,
+        model={c.value: round(p, 3) for c, p in ranked[:3]},
+    )
+
+
+@lru_cache(maxsize=4096)
+def classify(text: str) -> Classification:
+    """Category, emergency flag, confidence and deciding phrases of one message: the rules and the shipped
+    model together (the rules alone when no model is shipped)."""
+    return classify_with(text, default_model())

@@ -348,3 +348,31 @@ def _words_to_digits(text: str) -> str:
     if pending_space:
         out.append(pending_space)
     return "".join(out)
+
+
+_SOUND_VOWELS = str.maketrans(
+    {"а": "a", "о": "a", "ё": "a", "е": "i", "и": "i", "я": "i", "э": "i", "ы": "i", "у": "u", "ю": "u"}
+)
+_SOUND_DROP = str.maketrans("", "", "ьъй")
+_DEVOICED = {"б": "п", "в": "ф", "г": "к", "д": "т", "ж": "ш", "з": "с"}
+
+
+@lru_cache(maxsize=100_000)
+def sound_key(word: str) -> str:
+    """How a Russian word sounds, the way people misspell it: unstressed vowels merge (о/а, е/и/я), ё is о,
+    щ is ш, «-тся» is «-ца», doubled letters are one, the last consonant is voiceless.
+    «тичот» and «течёт», «памагите» and «помогите», «вада» and «вода» share their keys."""
+    w = word.lower().replace("ться", "ца").replace("тся", "ца").replace("щ", "ш").replace("тс", "ц")
+    w = w.translate(_SOUND_DROP).translate(_SOUND_VOWELS)
+    out: list[str] = []
+    for char in w:
+        if not out or out[-1] != char:
+            out.append(char)
+    if out and out[-1] in _DEVOICED:
+        out[-1] = _DEVOICED[out[-1]]
+    return "".join(out)
+
+
+def sound_core(word: str) -> str:
+    """The sound key without its ending vowels: forms of one word share it («вады», «вода»)."""
+    return sound_key(word).rstrip("aiu")

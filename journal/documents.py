@@ -188,6 +188,8 @@ class RequestDoc(TypedDict, total=False):
     emergency: bool
     confidence: float
     phrases: list[str]
+    decided_by: str
+    """Which half of the classifier decided: ``rules``, ``model`` or ``rules+model``."""
     classified_by: str
     status: str
     clocks: dict[str, ClockDoc]
@@ -438,6 +440,7 @@ def request_doc(
         "emergency": c.emergency,
         "confidence": c.confidence,
         "phrases": list(c.phrases),
+        "decided_by": c.decided_by,
         "classified_by": "hub",
         "status": "registered",
         "clocks": clock_entries(clocks),

@@ -360,6 +360,31 @@ class Journal:
         ).sort("registered_at", ASCENDING)
         return [doc async for doc in cursor]
 
+    async def labeled_corrections(self, limit: int = 100_000) -> list[dict[str, Any]]:
+        """The dispatchers' corrections of categories as labeled rows (``text``, ``category``, ``emergency``)
+        for training the classifier: the latest correction of each request, the newest first."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"text": {"$type": "string"}}},
+            {"$sort": {"at": -1}},
+            {
+                "$group": {
+                    "_id": "$request",
+                    "text": {"$first": "$text"},
+                    "category": {"$first": "$category"},
+                    "emergency": {"$first": "$emergency"},
+                    "at": {"$first": "$at"},
+                }
+            },
+            {"$sort": {"at": -1}},
+            {"$limit": limit},
+        ]
+        cursor = await self.corrections.aggregate(pipeline)
+        return [
+            {"text": doc["text"], "category": doc["category"], "emergency": bool(doc.get("emergency"))}
+            async for doc in cursor
+            if (doc.get("text") or "").strip()
+        ]
+
     async def buildings_directory(self) -> list[BuildingDoc]:
         return [
             doc

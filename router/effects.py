@@ -361,7 +361,7 @@ def reclassified(request: RequestDoc, text: str, policy: DeadlinePolicy) -> dict
     """Category, flags and clocks of a request after its text changed; met clocks keep their record."""
     result = classify(text)
     if result.category.value == request.get("category"):
-        return {"confidence": result.confidence, "phrases": list(result.phrases)}
+        return {"confidence": result.confidence, "phrases": list(result.phrases), "decided_by": result.decided_by}
     registered = request["registered_at"]
     fresh = clocks_doc(result.category.value, registered, request.get("received_at") or registered, policy)
     clocks = carried_over(fresh, request.get("clocks") or {}, keep=("done_at", "met", "by"), decided_only=True)
@@ -370,6 +370,7 @@ def reclassified(request: RequestDoc, text: str, policy: DeadlinePolicy) -> dict
         "emergency": result.emergency,
         "confidence": result.confidence,
         "phrases": list(result.phrases),
+        "decided_by": result.decided_by,
         "clocks": clocks,
         "deadline": planned_deadline(regulatory_clocks(result.category, registered, policy)),
         "next_due_at": next_due(clocks),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -105,9 +105,10 @@ class BuildingsDirectory:
 
     async def locate(self, work: list[Work]) -> None:
         """The address each message names; one naming a house the directory lacks is marked unknown."""
-        for w in work:
-            w.extracted = extract(w.inbound)
         directory = await self.docs()
+        streets = {d.get("street_key") or d["key"].split("|")[0] for d in directory}
+        for w in work:
+            w.extracted = extract(w.inbound, streets)
         if not directory:
             return
         for w in work:
@@ -121,8 +122,8 @@ class BuildingsDirectory:
                 w.address_unknown = True
 
 
-def extract(inbound: Inbound) -> Address | None:
-    return extract_address(inbound.text) if inbound.text else None
+def extract(inbound: Inbound, streets: Collection[str] = ()) -> Address | None:
+    return extract_address(inbound.text, streets) if inbound.text else None
 
 
 async def load_round(journal: Journal, inbounds: list[Inbound]) -> tuple[Loaded, list[MessageDoc]]:

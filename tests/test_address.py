@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from domain.address import extract_address
 from domain.normalize import words_to_digits
 from domain.phones import extract_phones, normalize_phone
+from tests.helpers import REPO
 
 
 def test_issue_example_is_extracted_field_by_field() -> None:
@@ -53,3 +56,56 @@ def test_phones_in_text_including_dictated() -> None:
     assert extract_phones("тел. 8 (912) 300-44-17") == ["+79123004417"]
     dictated = "перезвоните восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь"
     assert extract_phones(dictated) == ["+79161234567"]
+
+
+def _labeled(name: str) -> list[dict[str, str | None]]:
+    path = REPO / "tests" / "data" / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _street(value: str | None) -> str | None:
+    return value.lower().replace("ё", "е") if value else None
+
+
+def test_common_words_before_a_number_are_not_streets() -> None:
+    """«Меня два дня не было», «Прошло 40 минут», «Ирина 12 квартира»: no street, no house."""
+    rows = [row for row in _labeled("addresses.jsonl") if row["street"] is None]
+    assert len(rows) >= 20
+    for row in rows:
+        found = extract_address(str(row["text"]))
+        assert found is None or (found.street is None and found.house is None), (row["text"], found)
+
+
+def test_streets_written_without_their_type_are_still_found() -> None:
+    rows = [row for row in _labeled("addresses.jsonl") if row["street"] is not None]
+    assert len(rows) >= 20
+    for row in rows:
+        found = extract_address(str(row["text"]))
+        assert found is not None, row["text"]
+        assert (_street(found.street), found.house, found.flat) == (
+            _street(row["street"]),
+            row["house"],
+            row["flat"],
+        ), row["text"]
+
+
+def test_names_of_people_keep_their_form() -> None:
+    for text, street in {
+        "проспект Ленина 50": "Ленина",
+        "ул. Островского, д. 27": "Островского",
+        "Горького 33 крыша течёт": "Горького",
+        "на Лесной 9": "Лесная",
+    }.items():
+        found = extract_address(text)
+        assert found is not None and found.street == street, text
+
+
+def test_the_directory_decides_which_untyped_words_are_streets() -> None:
+    streets = {"кирова", "лесная", "малая садовая"}
+    assert extract_address("Кирова 14, подвал", streets) == extract_address("Кирова 14, подвал")
+    assert extract_address("Лесной 9 течёт", streets).street == "Лесная"  # type: ignore[union-attr]
+    assert extract_address("Садовая 5 кв 3", streets).house == "5"  # type: ignore[union-attr]
+    unknown = extract_address("Марата 3 течёт", streets)
+    assert unknown is None or unknown.street is None
+    typed = extract_address("ул. Марата 3", streets)
+    assert typed is not None and typed.street == "Марата"

@@ -172,6 +172,8 @@ async def test_category_change_is_audited_recomputes_deadlines_and_keeps_a_label
     ]
     correction = await j.corrections.find_one({"request": number})
     assert correction["category"] == "elevator_trapped" and correction["previous"]["category"] == "elevator_fault"
+    labeled = [row for row in await j.labeled_corrections() if row["text"] == correction["text"]]
+    assert labeled == [{"text": correction["text"], "category": "elevator_trapped", "emergency": True}]
     _, page = await anna.get(f"/inbox/r/{number}")
     assert "dispatcher:anna" in page and "Журнал изменений" in page
 
