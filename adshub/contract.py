@@ -126,6 +126,17 @@ class Button(BaseModel):
     data: str = Field(min_length=1, max_length=64)
 
 
+class OutboundFile(BaseModel):
+    """A file a dispatcher attached to a reply; the bytes are in the journal under ``ref``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(min_length=8, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+    content_type: str = Field(default="application/octet-stream", max_length=200)
+    size: int = Field(default=0, ge=0)
+
+
 class Outbound(BaseModel):
     """One message to a resident on the channel their conversation lives on."""
 
@@ -146,6 +157,8 @@ class Outbound(BaseModel):
     thread: list[str] = Field(default_factory=list)
     author: str | None = None
     """``hub`` for automatic replies, a dispatcher's login otherwise."""
+    files: list[OutboundFile] = Field(default_factory=list, max_length=10)
+    """Attached files, for channels whose profile ``sends_files``."""
     created_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -188,6 +201,8 @@ class ChannelProfile:
     local_delivery: bool = False
     """Replies reach residents through connections held by the very process that runs it (web chat): every
     process then receives a copy of each reply for its own connections."""
+    sends_files: bool = False
+    """A dispatcher's reply on it may carry files."""
 
     @property
     def notifies_executors(self) -> bool:

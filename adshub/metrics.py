@@ -28,6 +28,12 @@ class Metrics:
         self.delivery_failures = Counter(
             "adshub_delivery_failures_total", "Failed delivery attempts", ["channel", "kind"], registry=registry
         )
+        self.manager_alerts = Counter(
+            "adshub_manager_alerts_total",
+            "Managers told of a broken clock while nobody was on shift",
+            ["channel"],
+            registry=registry,
+        )
         self.clock_breaches = Counter(
             "adshub_clock_breaches_total", "Regulatory clocks that ran out", ["clock"], registry=registry
         )

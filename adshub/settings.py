@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
 
     municipality_email: str = ""
+    manager_alerts: str = Field("", max_length=2000)
+    """Where to tell managers that a clock broke while nobody had the inbox open: ``channel:address`` items,
+    comma-separated («email:boss@uk.example, telegram:123456789»)."""
+
+    @property
+    def manager_alert_targets(self) -> list[tuple[str, str]]:
+        targets = []
+        for item in self.manager_alerts.split(","):
+            channel, _, address = item.strip().partition(":")
+            if channel and address.strip():
+                targets.append((channel.strip().lower(), address.strip()))
+        return targets
 
     _env_file: Any = PrivateAttr(default=".env")
     _channels: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
@@ -63,6 +75,14 @@ class Settings(BaseSettings):
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
         self._env_file = values.get("_env_file", ".env")
+
+    @field_validator("manager_alerts")
+    @classmethod
+    def _alert_targets(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip() and ":" not in item:
+                raise ValueError(f"manager alert target {item.strip()!r} is not channel:address")
+        return value
 
     @field_validator("tz")
     @classmethod

@@ -311,15 +311,17 @@ async def _users(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from app.runtime import channel_directory
+    from journal.desk import Desk
     from journal.export import export_row, to_csv, to_xlsx
     from journal.repository import Journal
 
     journal = Journal.connect(settings.mongo_url, settings.database_name)
     try:
         docs = await journal.requests_for_export(_day(args.since, settings), _day(args.until, settings, end=True))
+        people = await Desk(journal).contacts_by_id(d.get("contact_id") for d in docs)
     finally:
         await journal.close()
-    rows = [export_row(doc, settings.zone) for doc in docs]
+    rows = [export_row(doc, settings.zone, people.get(doc.get("contact_id") or "")) for doc in docs]
     titles = channel_directory(settings).titles()
     if args.format == "json":
         data: bytes = json.dumps(rows, ensure_ascii=False, indent=2).encode("utf-8")

@@ -104,7 +104,13 @@ class Hub:
             self.router = Router(self.journal, self.bus, texts, DeadlinePolicy.from_settings(s))
             await self.router.start()
             await DeadLetterRecorder(self.journal, self.bus).start()
-            self.watcher = ClockWatcher(self.journal, self.bus, timedelta(minutes=s.clock_warning_minutes))
+            self.watcher = ClockWatcher(
+                self.journal,
+                self.bus,
+                timedelta(minutes=s.clock_warning_minutes),
+                managers=s.manager_alert_targets,
+                texts=texts,
+            )
             await self.watcher.start()
 
         api_routes: list[web.AbstractRouteDef] = [r for ch in self.channels for r in ch.routes()]
@@ -112,7 +118,7 @@ class Hub:
         subapps: list[tuple[str, web.Application]] = []
         if "inbox" in self.parts:
             subapps.append(("/inbox", init_inbox(s, self.journal, self.bus, texts, directory)))
-            routes.append(web.get("/", _to_inbox))
+            routes.extend([web.get("/", _to_inbox), web.get("/inbox", _to_inbox)])
         remote = [c.name for c in (channel_class(n) for n in REGISTRY) if not c.profile.local_delivery]
         cleanup = [_queue_depth_ctx(self.bus, remote)]
         if api_routes or routes or subapps:
@@ -174,7 +180,7 @@ async def _bounded(what: str, action: Any, seconds: float) -> None:
 
 
 async def _to_inbox(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound("/inbox")
+    raise web.HTTPFound("/inbox/")
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

@@ -6,6 +6,7 @@ response.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -60,16 +61,40 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(request, 500, "Внутренняя ошибка сервера", None)
 
 
+PLAIN_MESSAGES = {
+    400: "Запрос не распознан",
+    401: "Нужно войти в систему",
+    403: "Доступ запрещён",
+    404: "Страница не найдена",
+    405: "Так эту страницу не открывают",
+    413: "Слишком большой запрос",
+    429: "Слишком много запросов, подождите немного",
+}
+"""What a person reads instead of the server's English defaults («404: Not Found»)."""
+
+
 def _error_response(request: web.Request, status: int, message: str, headers: Any) -> web.Response:
+    if re.fullmatch(r"\d{3}: [A-Za-z ]+", message or "") or not message:
+        message = PLAIN_MESSAGES.get(status, "Ошибка")
     keep = {k: v for k, v in (headers or {}).items() if k.lower() in ("retry-after", "www-authenticate", "location")}
     if _wants_json(request):
         return web.json_response({"error": message, "status": status}, status=status, headers=keep)
     try:
-        response = render(request, "errors/error.html", {"status": status, "message": message}, status=status)
+        context = {"status": status, "message": message, "home": _home_of(request)}
+        response = render(request, "errors/error.html", context, status=status)
     except jinja2.TemplateError:
         response = web.Response(text=f"{status}: {message}", status=status)
     response.headers.update(keep)
     return response
+
+
+def _home_of(request: web.Request) -> str | None:
+    """Where «На главную» leads: the inbox for its pages, the chat for the resident's, nowhere otherwise."""
+    if request.path.startswith("/inbox"):
+        return "/inbox/"
+    if request.path.startswith("/chat"):
+        return "/chat"
+    return None
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -197,6 +197,16 @@ def status_buttons(number: str) -> tuple[tuple[Button, ...], ...]:
     return ((Button(text="Статус заявки", data=f"status:{number}"),),)
 
 
+def pressed(data: str) -> str:
+    """What a pressed button said, for the thread and the list («Оценка 5 по заявке № …»)."""
+    parts = data.split(":")
+    if parts[0] == "survey" and len(parts) == 3:
+        return f"Оценка {parts[2]} по заявке № {parts[1]}"
+    if parts[0] == "status" and len(parts) == 2:
+        return f"Статус заявки № {parts[1]}"
+    return "Нажата кнопка"
+
+
 def _address_of(found: Address | None, remembered: Address | None) -> Address | None:
     if found is not None and found.has_house:
         return found.merged(remembered) if remembered and not found.street else found

@@ -21,6 +21,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -236,7 +237,12 @@ class Email(BaseChannel):
 
     name: ClassVar[str] = "email"
     profile: ClassVar[ChannelProfile] = ChannelProfile(
-        "email", "Электронная почта", threads_by_subject=True, executor_address="Email", official_mail=True
+        "email",
+        "Электронная почта",
+        threads_by_subject=True,
+        executor_address="Email",
+        official_mail=True,
+        sends_files=True,
     )
     settings_model: ClassVar[type[ChannelSettings]] = EmailSettings
 
@@ -369,7 +375,8 @@ class Email(BaseChannel):
         domain = self.sender.split("@")[-1] if "@" in self.sender else "adshub.local"
         return f"<{hashlib.sha256(outbound.id.encode()).hexdigest()[:32]}@{domain}>"
 
-    def compose(self, outbound: Outbound) -> EmailMessage:
+    def compose(self, outbound: Outbound, files: Sequence[tuple[str, str, bytes]] = ()) -> EmailMessage:
+        """The letter of one reply; ``files`` are (name, content type, bytes) of its attachments."""
         msg = EmailMessage()
         if self.sender:
             msg["From"] = formataddr((self.sender_name or self.settings.company_name, self.sender))
@@ -389,7 +396,22 @@ class Email(BaseChannel):
         if outbound.request_number:
             msg["X-Adshub-Request"] = outbound.request_number
         msg.set_content(outbound.text)
+        for name, content_type, data in files:
+            maintype, _, subtype = content_type.partition("/")
+            if not subtype or maintype not in ("image", "application", "text", "audio", "video"):
+                maintype, subtype = "application", "octet-stream"
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
         return msg
+
+    async def _files(self, outbound: Outbound) -> list[tuple[str, str, bytes]]:
+        """The bytes of a reply's attachments; a file gone from the journal fails the delivery for good."""
+        found: list[tuple[str, str, bytes]] = []
+        for item in outbound.files:
+            stored = await self.journal.read_file(item.ref)
+            if stored is None:
+                raise PermanentDeliveryError(f"attachment {item.name} is no longer in the journal")
+            found.append((item.name, item.content_type, stored[0]))
+        return found
 
     async def send(self, outbound: Outbound) -> SendResult:
         if self.smtp is None or not self.sender:
@@ -397,9 +419,10 @@ class Email(BaseChannel):
         if "@" not in outbound.address:
             raise PermanentDeliveryError(f"no email address to reply to: {outbound.address}")
         s = self.smtp
+        letter = self.compose(outbound, await self._files(outbound))
         try:
             await aiosmtplib.send(
-                self.compose(outbound),
+                letter,
                 hostname=s.host,
                 port=s.port,
                 username=s.user or None,

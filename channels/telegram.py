@@ -35,7 +35,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 from aiohttp import web
 from pydantic import Field, SecretStr, field_validator
 
@@ -217,7 +217,9 @@ class Telegram(BaseChannel):
     """The Telegram bot channel."""
 
     name: ClassVar[str] = "telegram"
-    profile: ClassVar[ChannelProfile] = ChannelProfile("telegram", "Telegram", executor_address="Telegram chat id")
+    profile: ClassVar[ChannelProfile] = ChannelProfile(
+        "telegram", "Telegram", executor_address="Telegram chat id", sends_files=True
+    )
     settings_model: ClassVar[type[ChannelSettings]] = TelegramSettings
     http_timeout: ClassVar[aiohttp.ClientTimeout] = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
@@ -354,6 +356,15 @@ class Telegram(BaseChannel):
     async def close(self) -> None:
         await self.bot.session.close()
 
+    async def _files(self, outbound: Outbound) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for item in outbound.files:
+            stored = await self.journal.read_file(item.ref)
+            if stored is None:
+                raise PermanentDeliveryError(f"attachment {item.name} is no longer in the journal")
+            found.append((item.name, stored[0]))
+        return found
+
     async def send(self, outbound: Outbound) -> SendResult:
         markup = None
         if outbound.buttons:
@@ -363,14 +374,14 @@ class Telegram(BaseChannel):
                 ]
             )
         chunks = [outbound.text[i : i + MAX_MESSAGE] for i in range(0, len(outbound.text), MAX_MESSAGE)]
+        chat_id = int(outbound.address) if outbound.address.lstrip("-").isdigit() else outbound.address
+        files = await self._files(outbound)
         try:
             for index, chunk in enumerate(chunks):
                 last = index == len(chunks) - 1
-                await self.bot.send_message(
-                    chat_id=int(outbound.address) if outbound.address.lstrip("-").isdigit() else outbound.address,
-                    text=chunk,
-                    reply_markup=markup if last else None,
-                )
+                await self.bot.send_message(chat_id=chat_id, text=chunk, reply_markup=markup if last else None)
+            for name, data in files:
+                await self.bot.send_document(chat_id=chat_id, document=BufferedInputFile(data, filename=name))
         except TelegramRetryAfter as exc:
             raise RetryableDeliveryError(
                 f"Telegram asks to wait {exc.retry_after}s", retry_after=exc.retry_after

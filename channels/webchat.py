@@ -17,12 +17,14 @@ import logging
 import re
 from collections import OrderedDict, defaultdict
 from typing import Any, ClassVar
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from aiohttp import WSMsgType, web
 from pydantic import Field
 
 from adshub import jsontext
-from adshub.contract import ChannelProfile, Inbound, Outbound, Sender, utcnow
+from adshub.contract import MAX_TEXT, ChannelProfile, Inbound, Outbound, Sender, utcnow
 from adshub.errors import InvalidInput, TransientError
 from adshub.logs import redact
 from adshub.metrics import METRICS
@@ -38,8 +40,9 @@ SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 redact(re.compile(r"(?<=webchat:)[A-Za-z0-9_-]{8,64}"))
 """A session id is the only credential for a resident's history and address: logs carry its hash."""
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
-MAX_FRAME_BYTES = 64 * 1024
-MAX_TEXT_CHARS = 4000
+MAX_FRAME_BYTES = MAX_TEXT * 6 + 4096
+"""A frame with the longest text, whichever way its JSON escapes the letters (\\uXXXX is six bytes)."""
+MAX_TEXT_CHARS = MAX_TEXT
 HISTORY_TIMEOUT = 2.0
 """History is a convenience: with the database away the chat still takes messages (they wait on the bus)."""
 MAX_SOCKET_MESSAGE = 1024 * 1024
@@ -103,7 +106,9 @@ def error_frame(code: str, client_id: str | None = None) -> dict[str, Any]:
     return frame
 
 
-def outbound_frame(outbound: Outbound) -> dict[str, Any]:
+def outbound_frame(outbound: Outbound, tz: ZoneInfo | None = None) -> dict[str, Any]:
+    """A reply as the widget shows it; the deadline is written out in the company's time zone (``tz``), so a
+    resident abroad reads the same time the company means."""
     frame: dict[str, Any] = {
         "type": "message",
         "id": outbound.id,
@@ -114,6 +119,13 @@ def outbound_frame(outbound: Outbound) -> dict[str, Any]:
     if outbound.request_number and outbound.kind == "registration":
         deadline = outbound.deadline.isoformat() if outbound.deadline else None
         frame["request"] = {"number": outbound.request_number, "deadline": deadline}
+        if outbound.deadline and tz is not None:
+            frame["request"]["deadline_text"] = outbound.deadline.astimezone(tz).strftime("%d.%m.%Y %H:%M")
+    if outbound.files:
+        frame["files"] = [
+            {"name": f.name, "url": f"/chat/files/{quote(outbound.id, safe='')}/{index}"}
+            for index, f in enumerate(outbound.files)
+        ]
     if outbound.buttons:
         frame["buttons"] = [[b.model_dump() for b in row] for row in outbound.buttons]
     return frame
@@ -146,7 +158,7 @@ class WebChat(BaseChannel):
     """The web chat channel: intake over WebSocket, replies pushed to this process's open sockets."""
 
     name: ClassVar[str] = "webchat"
-    profile: ClassVar[ChannelProfile] = ChannelProfile("webchat", "Чат на сайте", local_delivery=True)
+    profile: ClassVar[ChannelProfile] = ChannelProfile("webchat", "Чат на сайте", local_delivery=True, sends_files=True)
     settings_model: ClassVar[type[ChannelSettings]] = WebChatSettings
 
     def __init__(self, context: ChannelContext) -> None:
@@ -171,7 +183,32 @@ class WebChat(BaseChannel):
             web.get("/chat", self.page),
             web.get("/chat/widget.js", self.widget),
             web.get("/chat/ws", self.socket),
+            web.get("/chat/files/{message}/{index}", self.file),
         ]
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        """A file a dispatcher attached to a reply. The reply's id is its capability: random, and told only
+        to the resident's own session."""
+        message_id = request.match_info["message"]
+        index = request.match_info["index"]
+        if not message_id.startswith("dispatcher:") or not index.isdigit():
+            raise web.HTTPNotFound(text="Файл не найден")
+        files = await self.journal.reply_files(message_id, self.name)
+        if int(index) >= len(files):
+            raise web.HTTPNotFound(text="Файл не найден")
+        found = await self.journal.read_file(str(files[int(index)]["ref"]))
+        if found is None:
+            raise web.HTTPNotFound(text="Файл не найден")
+        data, _, _ = found
+        return web.Response(
+            body=data,
+            content_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(str(files[int(index)]['name']))}",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox",
+            },
+        )
 
     def pages(self) -> dict[str, str]:
         return {"chat": "/chat"}
@@ -190,7 +227,7 @@ class WebChat(BaseChannel):
         sockets = [ws for ws in self._sockets.get(outbound.address, ()) if not ws.closed]
         if not sockets:
             return "queued"
-        frame = outbound_frame(outbound)
+        frame = outbound_frame(outbound, self.settings.zone)
         delivered = False
         for ws in sockets:
             try:
@@ -325,7 +362,7 @@ class WebChat(BaseChannel):
                 )
             else:
                 outbound = Outbound.model_validate(doc["outbound"])
-                messages.append(outbound_frame(outbound))
+                messages.append(outbound_frame(outbound, self.settings.zone))
                 outbounds.append(outbound)
         await ws.send_json({"type": "history", "messages": messages})
         if outbounds:

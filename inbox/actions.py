@@ -7,14 +7,15 @@ The decisions are here; storing is the journal's (``journal.desk``), sending is 
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from adshub.bus import Bus
-from adshub.contract import ChannelProfile, Event, Outbound, OutboundKind
+from adshub.contract import ChannelProfile, Event, Outbound, OutboundFile, OutboundKind
 from adshub.errors import InvalidInput, NotFound
 from adshub.settings import Settings
 from bots.dialogue import State, survey_buttons
@@ -23,10 +24,17 @@ from domain.address import Address, extract_address
 from domain.categories import CATEGORIES, Category, info
 from domain.clocks import carried_over, next_due
 from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
+from domain.phones import normalize_phone
 from domain.threading import reply_subject
+from inbox.canned import DEFAULT_CANNED, fill_placeholders
+from inbox.rows import Row, build_rows
+from inbox.wording import clock_name
 from journal.desk import ConversationView, Desk
 from journal.documents import (
     AuditDoc,
+    ContactDoc,
+    ConversationDoc,
+    PersonEventDoc,
     RequestDoc,
     StaffDoc,
     TaskDoc,
@@ -57,6 +65,25 @@ REPAIR_CATEGORIES = {
 }
 """Closing these needs the materials used, besides the result."""
 
+MAX_REPLY = 4000
+
+NOTICE_WAYS = {"email": "по электронной почте", "phone": "по телефону", "fax": "по факсу", "in_person": "лично"}
+
+
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def _list_items(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,;\n]", text) if part.strip()]
+
+
+@dataclass(frozen=True)
+class PersonView:
+    contact: ContactDoc
+    conversations: list[ConversationDoc]
+    requests: list[RequestDoc]
+    events: list[PersonEventDoc]
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -73,17 +100,6 @@ def required_on_close(category: str) -> list[str]:
     if Category(category) in REPAIR_CATEGORIES:
         fields.append("materials")
     return fields
-
-
-def urgency_key(conv: Mapping[str, Any], now: datetime) -> tuple[int, int, float]:
-    """Emergencies first, then conversations waiting for a person, the longest wait first."""
-    waiting = conv.get("waiting_since")
-    wait_seconds = (now - waiting).total_seconds() if waiting else -1.0
-    return (
-        0 if conv.get("emergency") and conv.get("active_request") else 1,
-        0 if waiting else 1,
-        -wait_seconds if waiting else -(conv.get("last_message_at") or now).timestamp(),
-    )
 
 
 @dataclass(frozen=True)
@@ -132,18 +148,13 @@ class Inbox:
 
     # -- reading ----------------------------------------------------------------
 
-    async def conversations(self, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
-        """The inbox list, most urgent first, each row with its open request."""
-        convs = await self.desk.recent_conversations(limit)
+    async def rows(self) -> list[Row]:
+        """The inbox list: every open conversation and the latest others, the nearest clock first."""
+        convs = await self.desk.inbox_conversations()
         requests = await self.desk.requests_of(c.get("active_request") for c in convs)
-        rows: list[dict[str, Any]] = []
-        for conv in convs:
-            request = requests.get(conv.get("active_request") or "")
-            if request is not None and request.get("status") in ("done", "cancelled"):
-                request = None
-            rows.append({**conv, "request": request, "emergency": bool(request and request.get("emergency"))})
-        rows.sort(key=lambda c: urgency_key(c, now))
-        return rows
+        await self.journal.with_inform(list(requests.values()))
+        contacts = await self.desk.contacts_by_id(c.get("contact_id") for c in convs)
+        return build_rows(convs, requests, contacts, self.policy.review)
 
     async def open_tasks(self) -> list[TaskDoc]:
         return await self.desk.open_tasks()
@@ -170,15 +181,134 @@ class Inbox:
         for number in await self.desk.mark_reviewed(conversation_id, actor.login, now):
             await self.desk.complete_clock(number, "review", actor.login, now)
 
-    async def reply(self, conversation_id: str, text: str, actor: Actor, now: datetime) -> Outbound:
-        text = text.strip()
-        if not text:
-            raise InvalidInput("Пустой ответ")
-        if len(text) > 4000:
-            raise InvalidInput("Ответ длиннее 4000 символов")
+    async def _worked(self, request: RequestDoc, actor: Actor, now: datetime) -> None:
+        """Working a request's card reviews it as surely as opening its conversation does."""
+        if request.get("conversation_id"):
+            await self.mark_reviewed(str(request["conversation_id"]), actor, now)
+        await self.desk.complete_clock(request["_id"], "review", actor.login, now)
+
+    # -- teamwork ------------------------------------------------------------------------
+
+    async def take(self, conversation_id: str, actor: Actor, now: datetime) -> bool:
+        """A dispatcher takes a conversation; False when another one has it (they must hand it over)."""
+        conv = await self._conversation(conversation_id)
+        taken = {"login": actor.login, "name": actor.name, "at": now}
+        if not await self.desk.set_taken(conversation_id, taken, unless_taken_by_other=actor.login):
+            return False
+        await self.mark_reviewed(conversation_id, actor, now)
+        await self._teamwork(conv, actor, "taken", {}, now)
+        return True
+
+    async def hand_over(self, conversation_id: str, to: Actor, actor: Actor, now: datetime) -> None:
+        conv = await self._conversation(conversation_id)
+        await self.desk.set_taken(conversation_id, {"login": to.login, "name": to.name, "at": now})
+        previous = (conv.get("taken") or {}).get("name")
+        await self._teamwork(conv, actor, "handed_over", {"from": previous, "to": to.name}, now)
+
+    async def release(self, conversation_id: str, actor: Actor, now: datetime) -> None:
+        conv = await self._conversation(conversation_id)
+        if conv.get("taken") is None:
+            return
+        await self.desk.set_taken(conversation_id, None)
+        await self._teamwork(conv, actor, "released", {}, now)
+
+    async def _teamwork(
+        self, conv: ConversationDoc, actor: Actor, action: str, changes: dict[str, Any], now: datetime
+    ) -> None:
+        number = conv.get("active_request")
+        if number:
+            await self.journal.record_audit(self._audit_entry(number, actor, action, changes, now))
+        await self.bus.publish_event(
+            Event(type="conversation.taken", conversation_id=conv["_id"], request_number=number, data={})
+        )
+
+    async def _conversation(self, conversation_id: str) -> ConversationDoc:
         conv = await self.desk.conversation(conversation_id)
         if conv is None:
             raise NotFound(conversation_id)
+        return conv
+
+    async def add_thread_note(self, conversation_id: str, text: str, actor: Actor, now: datetime) -> None:
+        """A note in the thread for colleagues only; residents never see it."""
+        conv = await self._conversation(conversation_id)
+        text = text.strip()
+        if not text:
+            raise InvalidInput("Пустая заметка")
+        await self.desk.add_staff_note(
+            {
+                "_id": uuid.uuid4().hex,
+                "conversation_id": conversation_id,
+                "request_number": conv.get("active_request"),
+                "shift": False,
+                "text": text[:4000],
+                "by": actor.login,
+                "by_name": actor.name,
+                "at": now,
+            }
+        )
+        await self.bus.publish_event(Event(type="note.added", conversation_id=conversation_id, data={}))
+
+    async def add_shift_note(self, text: str, actor: Actor, now: datetime) -> None:
+        text = text.strip()
+        if not text:
+            raise InvalidInput("Пустая заметка")
+        await self.desk.add_staff_note(
+            {
+                "_id": uuid.uuid4().hex,
+                "conversation_id": None,
+                "request_number": None,
+                "shift": True,
+                "text": text[:4000],
+                "by": actor.login,
+                "by_name": actor.name,
+                "at": now,
+            }
+        )
+        await self.bus.publish_event(Event(type="shift.note", data={}))
+
+    async def canned_replies(self, request: RequestDoc | None) -> list[dict[str, str]]:
+        """The company's canned replies (the defaults while it has none), filled in for ``request``."""
+        stored = await self.desk.canned_replies()
+        replies = [(c["title"], c["text"]) for c in stored] or list(DEFAULT_CANNED)
+        values = self._placeholders(request)
+        return [{"title": title, "text": fill_placeholders(text, values)} for title, text in replies]
+
+    def _placeholders(self, request: RequestDoc | None) -> dict[str, str]:
+        if request is None:
+            return {}
+        deadline = request.get("deadline")
+        return {
+            "номер": str(request["_id"]),
+            "срок": self.texts.local(deadline) if deadline else "",
+            "адрес": str((request.get("address") or {}).get("text") or ""),
+            "категория": CATEGORIES[Category(request["category"])].name,
+            "имя": str((request.get("contact") or {}).get("name") or ""),
+        }
+
+    async def reply(
+        self,
+        conversation_id: str,
+        text: str,
+        actor: Actor,
+        now: datetime,
+        files: Sequence[Mapping[str, Any]] = (),
+    ) -> Outbound:
+        """Answer the resident on their conversation's channel, files attached where the channel sends them."""
+        text = text.strip()
+        if not text and files:
+            text = "Файл во вложении" if len(files) == 1 else "Файлы во вложении"
+        if not text:
+            raise InvalidInput("Пустой ответ")
+        if len(text) > MAX_REPLY:
+            raise InvalidInput(f"Ответ длиннее {MAX_REPLY} символов")
+        conv = await self.desk.conversation(conversation_id)
+        if conv is None:
+            raise NotFound(conversation_id)
+        profile = self.channels.profile(conv["channel"])
+        if not profile.can_reply:
+            raise InvalidInput(f"{profile.title}: ответить в этот канал нельзя — перезвоните жителю")
+        if files and not profile.sends_files:
+            raise InvalidInput(f"{profile.title}: вложения в этот канал не отправляются")
         last_in: Mapping[str, Any] = await self.desk.last_inbound(conversation_id) or {}
         number = conv.get("active_request") or conv.get("last_request")
         thread = [*last_in.get("thread", [])]
@@ -195,10 +325,12 @@ class Inbox:
             subject=reply_subject(last_in.get("subject"), number) if last_in.get("subject") else None,
             thread=thread[-20:],
             author=actor.login,
+            files=[OutboundFile.model_validate(dict(f)) for f in files],
             created_at=now,
         )
         await self._send(outbound, conv.get("contact_id"))
         await self.desk.answered(conversation_id, now, text)
+        await self.mark_reviewed(conversation_id, actor, now)
         if number:
             await self.journal.record_audit(
                 audit_doc(number, actor.audit_name, "reply", {"text": text[:500]}, "inbox", message_id=outbound.id)
@@ -273,6 +405,7 @@ class Inbox:
             fields["municipal_notice"] = {"required": True, "status": "pending", "sent_at": None}
         changes = {"category": [request["category"], code.value], "emergency": [request.get("emergency"), emergency]}
         await self.desk.change_request(number, fields, self._audit_entry(number, actor, "category", changes, now))
+        await self._worked(request, actor, now)
         await self.desk.record_correction(
             {
                 "_id": uuid.uuid4().hex,
@@ -302,6 +435,7 @@ class Inbox:
         await self.desk.change_request(
             number, {"address": doc, "updated_at": now}, self._audit_entry(number, actor, "address", changes, now)
         )
+        await self._worked(request, actor, now)
         await self._updated(number, "address")
 
     async def assign(self, number: str, staff_id: str, actor: Actor, now: datetime) -> None:
@@ -321,6 +455,7 @@ class Inbox:
             {"executor": executor, "updated_at": now},
             self._audit_entry(number, actor, "executor", changes, now),
         )
+        await self._worked(request, actor, now)
         await self._updated(number, "executor")
         await self._notify_executor(request, person)
 
@@ -368,6 +503,7 @@ class Inbox:
         await self.desk.change_request(
             number, {"visit": visit, "updated_at": now}, self._audit_entry(number, actor, "visit", changes, now)
         )
+        await self._worked(request, actor, now)
         await self._updated(number, "visit")
         text = self.texts.render(
             "visit",
@@ -384,11 +520,12 @@ class Inbox:
         return str(request.get("channel") or "")
 
     async def add_note(self, number: str, text: str, actor: Actor, now: datetime) -> None:
-        await self._request(number)
+        request = await self._request(number)
         if not text.strip():
             raise InvalidInput("Пустая заметка")
-        note = {"at": now, "by": actor.login, "text": text.strip()[:2000]}
+        note = {"at": now, "by": actor.login, "by_name": actor.name, "text": text.strip()[:2000]}
         await self.desk.add_note(number, note, self._audit_entry(number, actor, "note", {"text": note["text"]}, now))
+        await self._worked(request, actor, now)
         await self._updated(number, "note")
 
     async def set_status(
@@ -414,11 +551,19 @@ class Inbox:
             fields["closed_at"] = now
         changes = {"status": [current, status], **({"result": fields["result"]} if "result" in fields else {})}
         await self.desk.change_request(number, fields, self._audit_entry(number, actor, "status", changes, now))
+        await self._worked(request, actor, now)
         await self._updated(number, "status")
         if status in ("localized", "done"):
             await self.desk.complete_clock(number, "localize", actor.login, now)
+        if status in ("done", "cancelled"):
+            stopped = await self.desk.stop_clocks(number, actor.login, now)
+            if stopped:
+                await self.journal.record_audit(
+                    self._audit_entry(
+                        number, actor, "clocks_stopped", {"clocks": [clock_name(c) for c in stopped]}, now
+                    )
+                )
         if status == "done":
-            await self.desk.complete_clock(number, "eliminate", actor.login, now)
             await self.desk.release_conversation(request.get("conversation_id"), number)
             survey = await self._notify_resident(
                 request,
@@ -481,9 +626,7 @@ class Inbox:
                     self._audit_entry(number, actor, "status", changes, now),
                 )
                 await self._updated(number, "status")
-                if status == "done":
-                    await self.desk.complete_clock(number, "localize", actor.login, now)
-                    await self.desk.complete_clock(number, "eliminate", actor.login, now)
+                await self.desk.stop_clocks(number, actor.login, now)
                 await self.desk.release_conversation(request.get("conversation_id"), number)
             text = self.texts.render(
                 "incident_update", self._channel_of(request), number=number, master=master, status=STATUS_NAMES[status]
@@ -493,7 +636,9 @@ class Inbox:
             )
 
     async def complete_clock(self, number: str, clock: str, actor: Actor, now: datetime) -> None:
-        await self._request(number)
+        request = await self._request(number)
+        if clock != "review":
+            await self._worked(request, actor, now)
         await self.desk.complete_clock(number, clock, actor.login, now)
         await self.journal.record_audit(self._audit_entry(number, actor, "clock", {"clock": clock}, now))
         await self._updated(number, "clock")
@@ -522,6 +667,81 @@ class Inbox:
             )
         )
 
+    # -- people --------------------------------------------------------------------------
+
+    async def person(self, contact_id: str) -> PersonView:
+        contact = await self.desk.contact(contact_id)
+        if contact is None:
+            raise NotFound(contact_id)
+        conversations, requests = await self.desk.person_activity(contact_id)
+        await self.journal.with_inform(requests)
+        return PersonView(contact, conversations, requests, await self.desk.person_events(contact_id))
+
+    async def edit_person(
+        self, contact_id: str, name: str, phones: str, emails: str, actor: Actor, now: datetime
+    ) -> None:
+        """A dispatcher corrects a person's name, phones and mail; each phone and address becomes an identity,
+        so the person's next call or letter finds this card."""
+        contact = await self.desk.contact(contact_id)
+        if contact is None:
+            raise NotFound(contact_id)
+        parsed_phones: list[str] = []
+        for part in _list_items(phones):
+            phone = normalize_phone(part)
+            if phone is None:
+                raise InvalidInput(f"Не похоже на номер телефона: «{part}»")
+            parsed_phones.append(phone)
+        parsed_emails: list[str] = []
+        for part in _list_items(emails):
+            if not EMAIL.fullmatch(part):
+                raise InvalidInput(f"Не похоже на адрес почты: «{part}»")
+            parsed_emails.append(part.lower())
+        fields: dict[str, Any] = {
+            "name": name.strip()[:200] or None,
+            "phones": list(dict.fromkeys(parsed_phones)),
+            "emails": list(dict.fromkeys(parsed_emails)),
+            "updated_at": now,
+        }
+        kept = [i for i in contact.get("identities", []) if not i.startswith(("phone:", "email:"))]
+        identities = [*kept, *(f"phone:{p}" for p in fields["phones"]), *(f"email:{e}" for e in fields["emails"])]
+        clash = await self.desk.identities_elsewhere(contact_id, identities)
+        if clash:
+            raise InvalidInput("Этот телефон или адрес почты уже в карточке другого жителя: объедините карточки ниже")
+        fields["identities"] = identities
+        changes = {
+            key: [contact.get(key), fields[key]]
+            for key in ("name", "phones", "emails")
+            if (contact.get(key) or None) != (fields[key] or None)
+        }
+        if not changes:
+            return
+        await self.desk.edit_person(contact_id, fields, self._person_event(contact_id, actor, "person", changes, now))
+        await self.bus.publish_event(Event(type="person.updated", data={"contact": contact_id}))
+
+    async def merge_people(self, keep: str, other: str, actor: Actor, now: datetime) -> None:
+        """Two cards turned out to be one person: ``other``'s channels, requests and calls move to ``keep``."""
+        if keep == other:
+            raise InvalidInput("Это одна и та же карточка")
+        first, second = await self.desk.contact(keep), await self.desk.contact(other)
+        if first is None or second is None:
+            raise NotFound(other if first else keep)
+        changes = {"name": second.get("name"), "phones": second.get("phones"), "emails": second.get("emails")}
+        await self.desk.merge_people(keep, other, self._person_event(keep, actor, "merged", changes, now))
+        await self.bus.publish_event(Event(type="person.updated", data={"contact": keep}))
+
+    @staticmethod
+    def _person_event(
+        contact_id: str, actor: Actor, action: str, changes: dict[str, Any], now: datetime
+    ) -> PersonEventDoc:
+        return {
+            "_id": uuid.uuid4().hex,
+            "contact": contact_id,
+            "at": now,
+            "actor": actor.audit_name,
+            "action": action,
+            "changes": changes,
+        }
+
     # -- the municipal notice --------------------------------------------------------
 
     def municipal_notice_text(self, request: RequestDoc) -> str:
@@ -536,6 +756,10 @@ class Inbox:
             text=request.get("text", ""),
         )
 
+    def municipal_mail_ready(self) -> bool:
+        """Whether the hub can mail the notice itself (an address and an official mail channel)."""
+        return bool(self.settings.municipality_email and self.channels.official_mail() is not None)
+
     async def send_municipal_notice(self, number: str, text: str, actor: Actor, now: datetime) -> None:
         request = await self._request(number)
         notice = request.get("municipal_notice") or {}
@@ -546,7 +770,12 @@ class Inbox:
         address = self.settings.municipality_email
         channel = self.channels.official_mail()
         if not address or channel is None:
-            raise InvalidInput("Не настроен адрес органа местного самоуправления (ADSHUB_MUNICIPALITY_EMAIL)")
+            raise InvalidInput(
+                "Почта органа местного самоуправления не настроена (ADSHUB_MUNICIPALITY_EMAIL): "
+                "сообщите по телефону и отметьте это ниже"
+            )
+        if not text.strip():
+            raise InvalidInput("Пустой текст уведомления")
         outbound = Outbound(
             id=f"municipal:{number}",
             channel=channel.name,
@@ -560,19 +789,41 @@ class Inbox:
         )
         await self.desk.record_outbound(outbound_doc(outbound, contact_id=None))
         await self.bus.publish_outbound(outbound)
+        await self._notice_made(request, actor, now, way="email", to=address, text=outbound.text)
+
+    async def record_municipal_notice(
+        self, number: str, way: str, to: str, text: str, actor: Actor, now: datetime, at: datetime | None = None
+    ) -> None:
+        """A notice made another way (by phone, fax, in person): who was told, how and when."""
+        request = await self._request(number)
+        notice = request.get("municipal_notice") or {}
+        if not notice.get("required"):
+            raise InvalidInput("Для этой заявки уведомление органа местного самоуправления не требуется")
+        if notice.get("status") == "sent":
+            return
+        if way not in NOTICE_WAYS:
+            raise InvalidInput("Выберите способ уведомления")
+        if not to.strip():
+            raise InvalidInput("Укажите, кому сообщили (орган, должность, фамилия)")
+        await self._notice_made(request, actor, at or now, way=way, to=to.strip()[:300], text=text.strip()[:4000])
+
+    async def _notice_made(self, request: RequestDoc, actor: Actor, at: datetime, way: str, to: str, text: str) -> None:
+        number = request["_id"]
         sent = {
             "required": True,
             "status": "sent",
-            "sent_at": now,
+            "sent_at": at,
             "by": actor.login,
-            "address": address,
-            "text": outbound.text,
+            "address": to,
+            "text": text,
+            "way": way,
         }
         await self.desk.change_request(
             number,
             {"municipal_notice": sent},
-            self._audit_entry(number, actor, "municipal_notice", {"to": address}, now),
+            self._audit_entry(number, actor, "municipal_notice", {"to": to, "way": NOTICE_WAYS[way]}, at),
         )
+        await self._worked(request, actor, at)
         await self._updated(number, "municipal_notice")
 
     # -- helpers ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from adshub.bus import Bus, Delivery
+from domain.deadlines import CLOCK_LABELS
 
 log = logging.getLogger("adshub.inbox.live")
 HEARTBEAT = 15.0
@@ -72,7 +73,10 @@ class EventHub:
                 if event is None:
                     break
                 public = {k: event.get(k) for k in ("type", "conversation_id", "request_number", "message_id")}
-                public["emergency"] = bool((event.get("data") or {}).get("emergency"))
+                data = event.get("data") or {}
+                public["emergency"] = bool(data.get("emergency"))
+                if data.get("clock"):
+                    public["label"] = CLOCK_LABELS.get(str(data["clock"]), "")
                 await response.write(f"data: {json.dumps(public, ensure_ascii=False)}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass

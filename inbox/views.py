@@ -12,16 +12,16 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 from aiohttp import web
-from multidict import MultiDictProxy
 
 from adshub.errors import Forbidden, InvalidInput, NotFound
 from adshub.ratelimit import RateLimiter
 from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES
-from inbox.actions import STATUSES, TRANSITIONS, Actor, Inbox, required_on_close
+from inbox.actions import STATUSES, Actor, Inbox
 from inbox.live import EventHub
 from inbox.reports import build_report
+from inbox.wording import clock_name
 from journal.desk import JournalFilters
 from journal.documents import StaffDoc
 from journal.export import export_row, to_csv, to_xlsx
@@ -140,6 +140,7 @@ def require(request: web.Request, permission: str) -> Session:
 
 def page(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     session = request.get(SESSION)
+    moment = now()
     settings = request.app[SETTINGS]
     base = {
         "session": session,
@@ -151,8 +152,10 @@ def page(request: web.Request, template: str, context: dict[str, Any], status: i
         "channel_names": request.app[INBOX].channels.titles(),
         "role_names": ROLE_NAMES,
         "local": request.app[INBOX].texts.local,
-        "now": now(),
+        "short": lambda value: request.app[INBOX].texts.local_time(value, moment),
+        "now": moment,
         "warn_minutes": settings.clock_warning_minutes,
+        "clock_name": clock_name,
     }
     return render(request, template, {**base, **context}, status=status)
 
@@ -164,18 +167,6 @@ def back(request: web.Request, fallback: str) -> web.HTTPSeeOther:
 
 
 # -- login -----------------------------------------------------------------------------
-
-
-@routes.get("/")
-async def home(request: web.Request) -> web.StreamResponse:
-    if request.get(SESSION) is None:
-        return login_page(request)
-    require(request, "inbox")
-    inbox = request.app[INBOX]
-    t = now()
-    return page(
-        request, "inbox/list.html", {"conversations": await inbox.conversations(t), "tasks": await inbox.open_tasks()}
-    )
 
 
 def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
@@ -234,223 +225,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-# -- live and partials -----------------------------------------------------------------
-
-
-@routes.get("/events")
-async def events(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    return await request.app[LIVE].stream(request)
-
-
-@routes.get("/partials/list")
-async def list_partial(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    inbox = request.app[INBOX]
-    return page(
-        request,
-        "inbox/_list.html",
-        {"conversations": await inbox.conversations(now()), "tasks": await inbox.open_tasks()},
-    )
-
-
-# -- conversations -----------------------------------------------------------------------
-
-
-async def _conversation_context(request: web.Request) -> dict[str, Any]:
-    inbox = request.app[INBOX]
-    try:
-        view = await inbox.conversation(request.match_info["conversation"])
-    except NotFound:
-        raise web.HTTPNotFound(text="Переписка не найдена") from None
-    return {
-        **vars(view),
-        "staff": await inbox.staff(),
-        "statuses": STATUSES,
-        "transitions": TRANSITIONS,
-        "required_on_close": required_on_close,
-        "municipal_text": inbox.municipal_notice_text,
-    }
-
-
-@routes.get("/c/{conversation}")
-async def conversation(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    await request.app[INBOX].mark_reviewed(request.match_info["conversation"], actor_of(request), now())
-    return page(request, "inbox/conversation.html", await _conversation_context(request))
-
-
-@routes.get("/c/{conversation}/thread")
-async def thread(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    await request.app[INBOX].mark_reviewed(request.match_info["conversation"], actor_of(request), now())
-    return page(request, "inbox/_thread.html", await _conversation_context(request))
-
-
-@routes.post("/c/{conversation}/reply")
-async def reply(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    form = await read_form(request)
-    conversation_id = request.match_info["conversation"]
-    try:
-        await request.app[INBOX].reply(conversation_id, str(form.get("text", "")), actor_of(request), now())
-    except InvalidInput as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    except NotFound:
-        raise web.HTTPNotFound(text="Переписка не найдена") from None
-    raise web.HTTPSeeOther(f"/inbox/c/{conversation_id}")
-
-
-# -- requests --------------------------------------------------------------------------
-
-
-@routes.get("/r/{number}")
-async def request_page(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    inbox = request.app[INBOX]
-    try:
-        doc, audit = await inbox.request(request.match_info["number"])
-    except NotFound:
-        raise web.HTTPNotFound(text="Заявка не найдена") from None
-    incident: dict[str, Any] | None = None
-    found = await inbox.desk.incident(doc.get("incident_id") or "") if doc.get("incident_id") else None
-    if found is not None:
-        incident = {**found, "reporters": await inbox.journal.incident_reporters(found["_id"])}
-    return page(
-        request,
-        "inbox/request.html",
-        {
-            "request": doc,
-            "audit": audit,
-            "staff": await inbox.staff(),
-            "statuses": STATUSES,
-            "transitions": TRANSITIONS,
-            "required_on_close": required_on_close,
-            "incident": incident,
-            "municipal_text": inbox.municipal_notice_text,
-        },
-    )
-
-
-def _datetime(value: str, request: web.Request) -> datetime:
-    try:
-        local = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput("Дата и время в формате ГГГГ-ММ-ДДTЧЧ:ММ") from None
-    if not 2000 <= local.year <= 2100:
-        raise InvalidInput("Дата вне допустимого диапазона")
-    tz = request.app[SETTINGS].zone
-    return (local if local.tzinfo else local.replace(tzinfo=tz)).astimezone(UTC)
-
-
-async def _photo_report(request: web.Request, form: MultiDictProxy[Any], number: str) -> list[str]:
-    stored = []
-    for field in form.getall("photos", []):
-        if isinstance(field, str) or not getattr(field, "filename", None):
-            continue
-        data = field.file.read(request.app[SETTINGS].max_attachment_bytes + 1)
-        if not data:
-            continue
-        if len(data) > request.app[SETTINGS].max_attachment_bytes:
-            raise InvalidInput("Фотография слишком большая")
-        content_type = field.content_type or "application/octet-stream"
-        if not content_type.startswith("image/"):
-            raise InvalidInput("Фотоотчёт: только изображения")
-        stored.append(
-            await request.app[INBOX].journal.store_file(
-                data, field.filename, content_type, {"request": number, "kind": "photo_report"}
-            )
-        )
-    return stored
-
-
-@routes.post("/r/{number}/{action}")
-async def request_action(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    inbox = request.app[INBOX]
-    number = request.match_info["number"]
-    action = request.match_info["action"]
-    form = await read_form(request)
-    actor = actor_of(request)
-    t = now()
-    try:
-        if action == "category":
-            emergency = form.get("emergency")
-            await inbox.change_category(
-                number, str(form.get("category", "")), None if emergency is None else emergency == "yes", actor, t
-            )
-        elif action == "address":
-            await inbox.set_address(number, str(form.get("address", "")), actor, t)
-        elif action == "assign":
-            await inbox.assign(number, str(form.get("staff", "")), actor, t)
-        elif action == "visit":
-            await inbox.plan_visit(
-                number,
-                _datetime(str(form.get("at", "")), request),
-                str(form.get("reason", "")),
-                str(form.get("staff", "")),
-                actor,
-                t,
-            )
-        elif action == "note":
-            await inbox.add_note(number, str(form.get("text", "")), actor, t)
-        elif action == "status":
-            status = str(form.get("status", ""))
-            result = None
-            if status == "done":
-                result = {
-                    "result": str(form.get("result", "")).strip(),
-                    "materials": str(form.get("materials", "")).strip(),
-                    "photos": await _photo_report(request, form, number),
-                }
-            await inbox.set_status(number, status, actor, t, result)
-        elif action == "clock":
-            await inbox.complete_clock(number, str(form.get("clock", "")), actor, t)
-        elif action == "notice":
-            await inbox.send_municipal_notice(number, str(form.get("text", "")), actor, t)
-        else:
-            raise web.HTTPNotFound(text="Неизвестное действие")
-    except InvalidInput as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    except NotFound:
-        raise web.HTTPNotFound(text="Заявка не найдена") from None
-    raise back(request, f"/inbox/r/{number}")
-
-
-@routes.post("/tasks/{task}/done")
-async def task_done(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    form = await read_form(request)
-    try:
-        await request.app[INBOX].complete_task(
-            request.match_info["task"], actor_of(request), now(), str(form.get("note", ""))
-        )
-    except NotFound:
-        raise web.HTTPNotFound(text="Задача не найдена") from None
-    raise back(request, "/inbox/")
-
-
-@routes.get("/files/{reference}")
-async def file(request: web.Request) -> web.StreamResponse:
-    require(request, "inbox")
-    found = await request.app[INBOX].journal.read_file(request.match_info["reference"])
-    if found is None:
-        raise web.HTTPNotFound(text="Файл не найден")
-    data, stored_type, _name = found
-    content_type = stored_type.split(";")[0].strip().lower() or "application/octet-stream"
-    inline = content_type.startswith(("image/", "audio/"))
-    disposition = "inline" if inline else "attachment"
-    return web.Response(
-        body=data,
-        content_type=content_type if inline else "application/octet-stream",
-        headers={
-            "Content-Disposition": f'{disposition}; filename="file"',
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox",
-        },
-    )
-
-
 # -- the journal, reports, users, staff, dead letters -------------------------------------
 
 
@@ -488,7 +262,8 @@ async def journal_export(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     inbox = request.app[INBOX]
     docs = await inbox.desk.requests_matching(JournalFilters(_filters(request)), settings.zone)
-    rows = [export_row(d, settings.zone) for d in docs]
+    people = await inbox.desk.contacts_by_id(d.get("contact_id") for d in docs)
+    rows = [export_row(d, settings.zone, people.get(d.get("contact_id") or "")) for d in docs]
     titles = inbox.channels.titles()
     stamp = now().astimezone(settings.zone).strftime("%Y%m%d-%H%M")
     if request.query.get("format") == "csv":

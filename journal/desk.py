@@ -22,6 +22,7 @@ from domain.clocks import completed, next_due
 from journal.documents import (
     AuditDoc,
     BuildingDoc,
+    CannedReplyDoc,
     ClockDoc,
     ContactDoc,
     ConversationDoc,
@@ -29,8 +30,11 @@ from journal.documents import (
     DeadLetterDoc,
     IncidentDoc,
     MessageDoc,
+    PersonEventDoc,
+    PresenceDoc,
     RequestDoc,
     StaffDoc,
+    StaffNoteDoc,
     TaskDoc,
 )
 from journal.repository import Journal
@@ -309,3 +313,150 @@ class Desk:
 
     async def requests_of(self, numbers: Iterable[str | None]) -> dict[str, RequestDoc]:
         return await self.journal.requests_by_number(numbers)
+
+    # -- the inbox list, teamwork -------------------------------------------------------------
+
+    async def inbox_conversations(self, recent: int = 200, open_limit: int = 1000) -> list[ConversationDoc]:
+        """Every conversation with something open (a request, a message waiting), and the latest others."""
+        j = self.journal
+        found: dict[str, ConversationDoc] = {}
+        query = {"$or": [{"active_request": {"$ne": None}}, {"waiting_since": {"$ne": None}}]}
+        async for conv in j.conversations.find(query).limit(open_limit):
+            found[conv["_id"]] = conv
+        for conv in await self.recent_conversations(recent):
+            found.setdefault(conv["_id"], conv)
+        return list(found.values())
+
+    async def contacts_by_id(self, ids: Iterable[str | None]) -> dict[str, ContactDoc]:
+        wanted = sorted({i for i in ids if i})
+        if not wanted:
+            return {}
+        return {c["_id"]: c async for c in self.journal.contacts.find({"_id": {"$in": wanted}})}
+
+    async def set_taken(
+        self, conversation_id: str, taken: dict[str, Any] | None, unless_taken_by_other: str | None = None
+    ) -> bool:
+        """Who works a conversation now (None: nobody). With ``unless_taken_by_other`` (a login), only when
+        nobody else has it: two dispatchers taking it at once get one success."""
+        query: dict[str, Any] = {"_id": conversation_id}
+        if unless_taken_by_other is not None:
+            query["$or"] = [{"taken": None}, {"taken.login": unless_taken_by_other}]
+        result = await self.journal.conversations.update_one(query, {"$set": {"taken": taken}})
+        return result.matched_count > 0
+
+    async def stop_clocks(self, number: str, by: str, at: datetime) -> list[str]:
+        """Close every clock still running on a request being closed; the inform clock keeps the time of the
+        delivery that informed the resident, if one did. Returns the names of the clocks the closing stopped
+        (not those a delivery had met already)."""
+        request = await self.journal.requests.find_one({"_id": number}, {"clocks": 1})
+        if request is None:
+            return []
+        informed = await self.journal.inform_times([number])
+        clocks: dict[str, ClockDoc] = dict(request.get("clocks") or {})
+        stopped: list[str] = []
+        fields: dict[str, Any] = {}
+        for name, clock in clocks.items():
+            if clock.get("done_at") is not None:
+                continue
+            when = informed.get(number, at) if name == "inform" else at
+            who = "hub" if name == "inform" and number in informed else by
+            done = cast(ClockDoc, completed(clock, when, who))
+            clocks[name] = done
+            fields[f"clocks.{name}"] = done
+            if who != "hub":
+                stopped.append(name)
+        if fields:
+            fields["next_due_at"] = next_due(clocks)
+            await self.journal.requests.update_one({"_id": number}, {"$set": fields})
+        return stopped
+
+    async def open_requests(self, limit: int = 500) -> list[RequestDoc]:
+        """Requests not yet closed, the one whose clock runs out first first."""
+        cursor = (
+            self.journal.requests.find({"status": {"$nin": ["done", "cancelled"]}}, {"text_history": 0, "raw": 0})
+            .sort("next_due_at", ASCENDING)
+            .limit(limit)
+        )
+        docs = [d async for d in cursor]
+        await self.journal.with_inform(docs)
+        return docs
+
+    # -- staff notes, canned replies, presence ----------------------------------------------------
+
+    async def add_staff_note(self, note: StaffNoteDoc) -> None:
+        await self.journal.staff_notes.insert_one(note)
+
+    async def thread_notes(self, conversation_ids: Iterable[str]) -> list[StaffNoteDoc]:
+        ids = sorted(set(conversation_ids))
+        cursor = self.journal.staff_notes.find({"conversation_id": {"$in": ids}}).sort("at", ASCENDING).limit(500)
+        return [n async for n in cursor]
+
+    async def shift_notes(self, limit: int = 30) -> list[StaffNoteDoc]:
+        cursor = self.journal.staff_notes.find({"shift": True}).sort("at", DESCENDING).limit(limit)
+        return [n async for n in cursor]
+
+    async def canned_replies(self) -> list[CannedReplyDoc]:
+        return [c async for c in self.journal.canned.find({}).sort("title", ASCENDING).limit(200)]
+
+    async def add_canned_reply(self, doc: CannedReplyDoc) -> None:
+        await self.journal.canned.insert_one(doc)
+
+    async def delete_canned_reply(self, reply_id: str) -> None:
+        await self.journal.canned.delete_one({"_id": reply_id})
+
+    async def mark_present(self, login: str, name: str, role: str, at: datetime) -> None:
+        await self.journal.presence.update_one(
+            {"_id": login}, {"$set": {"name": name, "role": role, "at": at}}, upsert=True
+        )
+
+    async def present(self, since: datetime) -> list[PresenceDoc]:
+        return [p async for p in self.journal.presence.find({"at": {"$gte": since}}).sort("name", ASCENDING)]
+
+    # -- people -------------------------------------------------------------------------------
+
+    async def contact(self, contact_id: str) -> ContactDoc | None:
+        return await self.journal.contacts.find_one({"_id": contact_id})
+
+    async def identities_elsewhere(self, contact_id: str, identities: list[str]) -> bool:
+        """Whether another person's card already holds one of these identities."""
+        if not identities:
+            return False
+        found = await self.journal.contacts.find_one({"identities": {"$in": identities}, "_id": {"$ne": contact_id}})
+        return found is not None
+
+    async def person_activity(self, contact_id: str) -> tuple[list[ConversationDoc], list[RequestDoc]]:
+        j = self.journal
+        conversations = [c async for c in j.conversations.find({"contact_id": contact_id}).limit(100)]
+        requests = [
+            r
+            async for r in j.requests.find({"contact_id": contact_id}, {"text_history": 0})
+            .sort("registered_at", DESCENDING)
+            .limit(200)
+        ]
+        return conversations, requests
+
+    async def person_events(self, contact_id: str) -> list[PersonEventDoc]:
+        cursor = self.journal.person_events.find({"contact": contact_id}).sort("at", ASCENDING).limit(200)
+        return [e async for e in cursor]
+
+    async def edit_person(self, contact_id: str, fields: Mapping[str, Any], event: PersonEventDoc) -> None:
+        """Change a person's card and record who did it; their requests show the new name and phone."""
+        j = self.journal
+
+        async def write(session: AsyncClientSession | None) -> None:
+            await j.contacts.update_one({"_id": contact_id}, {"$set": dict(fields)}, session=session)
+            snapshot: dict[str, Any] = {"updated_at": event["at"]}
+            if "name" in fields:
+                snapshot["contact.name"] = fields["name"]
+            if fields.get("phones"):
+                snapshot["contact.phone"] = fields["phones"][0]
+            if fields.get("emails"):
+                snapshot["contact.email"] = fields["emails"][0]
+            await j.requests.update_many({"contact_id": contact_id}, {"$set": snapshot}, session=session)
+            await j.person_events.insert_one(event, session=session)
+
+        await j.atomically(write)
+
+    async def merge_people(self, keep: str, other: str, event: PersonEventDoc) -> None:
+        await self.journal.merge_contacts(keep, [other], [])
+        await self.journal.person_events.insert_one(event)

@@ -81,6 +81,8 @@ class ConversationDoc(TypedDict, total=False):
     preview: str
     replay: dict[str, Any]
     """The conversation as it was before the last message, for a redelivery of that message to plan from."""
+    taken: dict[str, Any] | None
+    """The dispatcher working it (``login``, ``name``, ``at``), or None."""
 
 
 class ConversationFields(TypedDict, total=False):
@@ -343,6 +345,50 @@ class CorrectionDoc(TypedDict, total=False):
     emergency: bool
     previous: dict[str, Any]
     by: str
+    at: datetime
+
+
+class StaffNoteDoc(TypedDict, total=False):
+    """A note for staff only: in a conversation's thread (``conversation_id``) or for the next shift
+    (``shift``). Kept apart from messages so that nothing that reads messages can ever send one."""
+
+    _id: Required[str]
+    conversation_id: str | None
+    request_number: str | None
+    shift: bool
+    text: str
+    by: str
+    by_name: str
+    at: datetime
+
+
+class CannedReplyDoc(TypedDict, total=False):
+    """A reply a dispatcher picks instead of typing; ``{номер}``, ``{срок}``, ``{адрес}`` … are filled in."""
+
+    _id: Required[str]
+    title: str
+    text: str
+    created_by: str
+    created_at: datetime
+
+
+class PersonEventDoc(TypedDict, total=False):
+    """Who changed a person's card (or merged two), when and how."""
+
+    _id: Required[str]
+    contact: str
+    at: datetime
+    actor: str
+    action: str
+    changes: dict[str, Any]
+
+
+class PresenceDoc(TypedDict, total=False):
+    """A dispatcher with the inbox open: refreshed while their page listens, gone a minute after."""
+
+    _id: Required[str]
+    name: str
+    role: str
     at: datetime
 
 

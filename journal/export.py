@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from bots.texts import STATUS_NAMES
 from domain.categories import info
+from domain.phones import extract_phones
 from journal.documents import RequestDoc
 
 COLUMNS: list[tuple[str, str]] = [
@@ -43,16 +44,21 @@ def _local(value: datetime | None, tz: ZoneInfo) -> str:
     return value.astimezone(tz).strftime("%d.%m.%Y %H:%M") if value else ""
 
 
-def export_row(doc: RequestDoc, tz: ZoneInfo) -> dict[str, Any]:
-    """One request in the export's field names; times in the company's time zone."""
+def export_row(doc: RequestDoc, tz: ZoneInfo, person: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One request in the export's field names; times in the company's time zone. ``person`` is the
+    resident's card as it is now: a phone given after registration is exported too."""
     contact = doc.get("contact") or {}
+    person = person or {}
+    phones = [contact.get("phone"), *(person.get("phones") or []), *extract_phones(str(doc.get("text") or ""))]
+    phone = next((p for p in phones if p), None)
+    result = doc.get("result")
     clocks = doc.get("clocks") or {}
     return {
         "number": doc["_id"],
         "registered_at": _iso(doc.get("registered_at"), tz),
         "channel": doc.get("channel"),
-        "contact": contact.get("name") or contact.get("email") or contact.get("phone"),
-        "phone": contact.get("phone"),
+        "contact": contact.get("name") or person.get("name") or contact.get("email") or phone,
+        "phone": phone,
         "address": (doc.get("address") or {}).get("text"),
         "text": doc.get("text"),
         "category": doc.get("category"),
@@ -71,10 +77,23 @@ def export_row(doc: RequestDoc, tz: ZoneInfo) -> dict[str, Any]:
         },
         "status": doc.get("status"),
         "executor": (doc.get("executor") or {}).get("name"),
-        "result": (doc.get("result") or {}).get("text") if isinstance(doc.get("result"), dict) else doc.get("result"),
+        "result": _result_text(result),
         "closed_at": _iso(doc.get("closed_at"), tz),
         "rating": (doc.get("survey") or {}).get("rating"),
     }
+
+
+def _result_text(result: Any) -> str | None:
+    """What was done, with the materials used, as one line."""
+    if not result:
+        return None
+    if not isinstance(result, Mapping):
+        return str(result)
+    text = str(result.get("result") or result.get("text") or "").strip()
+    materials = str(result.get("materials") or "").strip()
+    if materials:
+        text = f"{text}; материалы: {materials}" if text else f"материалы: {materials}"
+    return text or None
 
 
 def _cell(key: str, row: dict[str, Any], tz: ZoneInfo, titles: Mapping[str, str]) -> Any:

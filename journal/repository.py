@@ -41,6 +41,7 @@ from domain.clocks import Alert
 from journal.documents import (
     AuditDoc,
     BuildingDoc,
+    CannedReplyDoc,
     ClockDoc,
     ContactDoc,
     ConversationDoc,
@@ -49,9 +50,12 @@ from journal.documents import (
     DeliveryDoc,
     IncidentDoc,
     MessageDoc,
+    PersonEventDoc,
+    PresenceDoc,
     RequestDoc,
     SessionDoc,
     StaffDoc,
+    StaffNoteDoc,
     TaskDoc,
     UserDoc,
 )
@@ -141,6 +145,10 @@ class Journal:
         """Whether the server runs multi-document transactions (a replica set member, mongos, the embedded one)."""
         self.user_events: AsyncCollection[dict[str, Any]] = self.db["user_events"]
         self.login_failures: AsyncCollection[dict[str, Any]] = self.db["login_failures"]
+        self.staff_notes: AsyncCollection[StaffNoteDoc] = _collection(self.db, "staff_notes", StaffNoteDoc)
+        self.canned: AsyncCollection[CannedReplyDoc] = _collection(self.db, "canned_replies", CannedReplyDoc)
+        self.person_events: AsyncCollection[PersonEventDoc] = _collection(self.db, "person_events", PersonEventDoc)
+        self.presence: AsyncCollection[PresenceDoc] = _collection(self.db, "presence", PresenceDoc)
 
     @classmethod
     def connect(cls, url: str, database: str, timeout_ms: int = 5000, retry_writes: bool | None = None) -> Journal:
@@ -176,12 +184,16 @@ class Journal:
         A person is found by phone through ``identities`` (``phone:+7…``), so contacts need no phone index;
         every index costs each write on the hot path."""
         await self.contacts.create_indexes(
-            [IndexModel([("identities", ASCENDING)], unique=True, name="identities_unique")]
+            [
+                IndexModel([("identities", ASCENDING)], unique=True, name="identities_unique"),
+                IndexModel([("updated_at", ASCENDING)], name="changed"),
+            ]
         )
         await self.conversations.create_indexes(
             [
                 IndexModel([("last_message_at", DESCENDING)], name="recent"),
                 IndexModel([("contact_id", ASCENDING)], name="contact"),
+                IndexModel([("taken.login", ASCENDING)], name="taken", sparse=True),
             ]
         )
         await self.messages.create_indexes(
@@ -198,6 +210,7 @@ class Journal:
                 IndexModel([("next_due_at", ASCENDING)], name="next_due", sparse=True),
                 IndexModel([("address.key", ASCENDING), ("registered_at", DESCENDING)], name="address"),
                 IndexModel([("incident_id", ASCENDING)], name="incident", sparse=True),
+                IndexModel([("updated_at", ASCENDING)], name="changed"),
             ]
         )
         await self.deliveries.create_indexes([IndexModel([("request_number", ASCENDING)], name="request", sparse=True)])
@@ -213,6 +226,16 @@ class Journal:
         await self.login_failures.create_indexes(
             [IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600, name="expiry")]
         )
+        await self.staff_notes.create_indexes(
+            [
+                IndexModel([("conversation_id", ASCENDING), ("at", ASCENDING)], name="thread", sparse=True),
+                IndexModel([("shift", ASCENDING), ("at", DESCENDING)], name="shift"),
+            ]
+        )
+        await self.person_events.create_indexes(
+            [IndexModel([("contact", ASCENDING), ("at", ASCENDING)], name="person")]
+        )
+        await self.presence.create_indexes([IndexModel([("at", ASCENDING)], expireAfterSeconds=90, name="expiry")])
         await self.incidents.create_indexes(
             [
                 IndexModel(
@@ -330,8 +353,11 @@ class Journal:
                 "$set": {"updated_at": now},
             },
         )
-        for collection in (self.conversations, self.requests, self.messages, self.tasks):
+        for collection in (self.conversations, self.messages, self.tasks):
             await collection.update_many({"contact_id": {"$in": list(merged)}}, {"$set": {"contact_id": keep}})
+        await self.requests.update_many(
+            {"contact_id": {"$in": list(merged)}}, {"$set": {"contact_id": keep, "updated_at": now}}
+        )
 
     async def add_identities(
         self, contact_id: str, identities: Sequence[str], phones: Sequence[str], emails: Sequence[str], name: str | None
@@ -632,6 +658,18 @@ class Journal:
         await self.cursors.update_one({"_id": name}, {"$set": {**values, "updated_at": datetime.now(UTC)}}, upsert=True)
 
     # -- web chat history -----------------------------------------------------
+
+    async def anyone_present(self, since: datetime) -> bool:
+        """Whether a dispatcher's inbox listened for events since ``since``."""
+        return await self.presence.find_one({"at": {"$gte": since}}) is not None
+
+    async def reply_files(self, message_id: str, channel: str) -> list[dict[str, Any]]:
+        """The files attached to one reply sent on ``channel``."""
+        doc = await self.messages.find_one(
+            {"_id": message_id, "direction": "out", "channel": channel}, {"outbound.files": 1}
+        )
+        outbound: dict[str, Any] = dict(doc.get("outbound") or {}) if doc is not None else {}
+        return list(outbound.get("files") or [])
 
     async def history(self, conversation_id: str, limit: int = 100, timeout: float | None = None) -> list[MessageDoc]:
         """The last messages of a conversation, oldest first; a point lookup settles a new conversation.

@@ -151,6 +151,13 @@ class Users:
         await self.record(by.login if by else CONSOLE, login, "add", {"role": role})
         return User(login, role, doc["name"])
 
+    async def get(self, login: str) -> User | None:
+        """An active user by login."""
+        doc = await self.users.find_one({"_id": login.strip().lower()[:64]})
+        if doc is None or doc.get("disabled"):
+            return None
+        return User(doc["login"], doc["role"], doc.get("name") or doc["login"])
+
     async def list(self) -> list[UserDoc]:
         return [doc async for doc in self.users.find({}, {"password_hash": 0}).sort("login", ASCENDING)]
 

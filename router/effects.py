@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from adshub.contract import Event, Inbound, Outbound
-from bots.dialogue import State
+from bots.dialogue import State, pressed
 from bots.texts import Texts
 from domain.classify import classify
 from domain.clocks import carried_over, next_due
@@ -284,6 +284,8 @@ def store_message(w: Work, r: Round, number: str | None) -> None:
     step = w.step
     assert step is not None
     inbound = w.inbound
+    if inbound.kind == "callback" and not inbound.text.strip():
+        inbound = inbound.model_copy(update={"text": pressed(str(inbound.payload.get("data") or ""))})
     r.plan.messages.append(
         inbound_doc(
             inbound,
@@ -332,15 +334,17 @@ def conversation_change(w: Work, r: Round) -> None:
     state = step.state
     if state.awaiting == "address_for" and state.number is None and w.number:
         state = State("address_for", number=w.number)
+    button = inbound.kind == "callback"
     fields: ConversationFields = {
         "last_message_at": inbound.received_at,
         "last_inbound_at": inbound.received_at,
-        "preview": (inbound.text or attachment_preview(inbound))[:200],
         "contact_id": w.contact["_id"],
         "state": state.as_dict(),
         "title": w.contact.get("name") or inbound.sender.name or inbound.sender.phone or inbound.address,
     }
-    if conv.get("waiting_since") is None and not inbound.auto_submitted:
+    if not button:
+        fields["preview"] = (inbound.text or attachment_preview(inbound))[:200]
+    if conv.get("waiting_since") is None and not inbound.auto_submitted and not button:
         fields["waiting_since"] = inbound.received_at
     if w.request is not None and w.number:
         fields["active_request"] = w.number
@@ -348,7 +352,7 @@ def conversation_change(w: Work, r: Round) -> None:
         fields["emergency"] = bool(w.request.get("emergency"))
         fields["category"] = w.request.get("category")
     fields["replay"] = {"message_id": inbound.id, **{k: conv.get(k) for k in REPLAYED}}
-    unread, messages = 1, 1 + len(step.replies)
+    unread, messages = (0 if button else 1), 1 + len(step.replies)
     new: ConversationDoc | None = None
     if w.new_conversation:
         new = {**conv, **fields, "unread": unread, "messages": messages}

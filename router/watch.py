@@ -8,25 +8,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from adshub.bus import Bus
-from adshub.contract import Event, utcnow
+from adshub.contract import Event, Outbound, utcnow
 from adshub.metrics import METRICS
+from bots.texts import Texts
+from domain.categories import CATEGORIES, Category
 from domain.clocks import clock_alerts, next_due
+from domain.deadlines import CLOCK_LABELS
 from journal.documents import ClockDoc
 from journal.repository import Journal, is_transient
 
 log = logging.getLogger("adshub.watch")
 
 
+ON_SHIFT = timedelta(seconds=90)
+"""A dispatcher whose inbox listened within this long is on shift."""
+
+
 class ClockWatcher:
-    def __init__(self, journal: Journal, bus: Bus, warn_before: timedelta, interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        bus: Bus,
+        warn_before: timedelta,
+        interval: float = 10.0,
+        managers: Sequence[tuple[str, str]] = (),
+        texts: Texts | None = None,
+    ) -> None:
         self.journal = journal
         self.bus = bus
         self.warn_before = warn_before
         self.interval = interval
+        self.managers = list(managers)
+        self.texts = texts
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -87,7 +105,38 @@ class ClockWatcher:
         events.extend(await self._tasks(now))
         if events:
             await self.bus.publish_events(events)
+        breaches = [e for e in events if e.type == "clock.breach"]
+        if breaches and self.managers and not await self.journal.anyone_present(now - ON_SHIFT):
+            await self._tell_managers(breaches)
         return events
+
+    async def _tell_managers(self, breaches: list[Event]) -> None:
+        """A clock broke and nobody has the inbox open: the managers hear of it on their channels."""
+        numbers = [e.request_number for e in breaches if e.request_number]
+        requests = await self.journal.requests_by_number(numbers)
+        for event in breaches:
+            clock = str(event.data.get("clock"))
+            request = requests.get(event.request_number or "")
+            text = breach_text(clock, request, event, self.texts)
+            for channel, address in self.managers:
+                outbound = Outbound(
+                    id=f"alert:{event.request_number or event.data.get('task')}:{clock}:{channel}:{address}"[:600],
+                    channel=channel,
+                    address=address,
+                    text=text,
+                    kind="notice",
+                    request_number=event.request_number,
+                    author="hub",
+                    subject=f"Нарушен срок: заявка № {event.request_number}"
+                    if event.request_number
+                    else "Нарушен срок",
+                )
+                try:
+                    await self.bus.publish_outbound(outbound)
+                except Exception as exc:
+                    log.warning("manager alert to %s not sent: %s", channel, exc)
+                else:
+                    METRICS.manager_alerts.labels(channel=channel).inc()
 
     async def _tasks(self, now: datetime) -> list[Event]:
         events: list[Event] = []
@@ -106,3 +155,18 @@ class ClockWatcher:
                 )
             )
         return events
+
+
+def breach_text(clock: str, request: Mapping[str, Any] | None, event: Event, texts: Texts | None) -> str:
+    """What a manager reads: which clock of which request broke, and that nobody is at the inbox."""
+    label = CLOCK_LABELS.get(clock, clock)
+    if request is None:
+        return f"Нарушен срок «{label}», а в рабочем месте диспетчера сейчас никого нет."
+    category = CATEGORIES[Category(request["category"])].name
+    address = (request.get("address") or {}).get("text") or "адрес не указан"
+    due = str(event.data.get("due_at") or "")
+    when = texts.local(due) if texts and due else due
+    return (
+        f"Нарушен срок «{label}» (до {when}) по заявке № {request['_id']}: {category}, {address}. "
+        "В рабочем месте диспетчера сейчас никого нет."
+    )

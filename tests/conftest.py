@@ -25,8 +25,10 @@ from bots.texts import Texts
 from channels import REGISTRY
 from domain.deadlines import DeadlinePolicy
 from journal.repository import Journal
+from journal.users import Users
 from router.service import Router
-from tests.helpers import make_settings, running_hub
+from tests.helpers import Dispatcher, cleanup_topology, make_settings, running_hub
+from tests.mailservers import SmtpSink
 
 AMQP_URL = os.environ.get("ADSHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -110,3 +112,53 @@ async def hub(settings: Settings) -> AsyncIterator[Hub]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+# -- the dispatcher inbox ------------------------------------------------------------------
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def inbox_settings(database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path, smtp: SmtpSink) -> Settings:
+    return make_settings(
+        database,
+        rabbitmq,
+        unique,
+        tmp_path,
+        smtp_url=smtp.url,
+        email_from="ads@uk.example",
+        municipality_email="adm@city.example",
+        manager_alerts="email:boss@uk.example",
+    )
+
+
+@pytest.fixture
+async def inbox_hub(inbox_settings: Settings) -> AsyncIterator[Hub]:
+    hub = Hub(inbox_settings, ["router", "webchat", "inbox", "email"])
+    await hub.start()
+    assert hub.journal is not None
+    users = Users(hub.journal)
+    await users.add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
+    await users.add("boss", "manager-pass", "manager", "Руководитель")
+    await hub.journal.staff.insert_one(
+        {"_id": "s1", "name": "Пётр Сантехник", "trade": "сантехник", "email": "petr@uk.example", "active": True}
+    )
+    yield hub
+    await hub.stop()
+    await cleanup_topology(inbox_settings)
+
+
+@pytest.fixture
+async def anna(inbox_hub: Hub) -> AsyncIterator[Dispatcher]:
+    client = Dispatcher(f"http://127.0.0.1:{inbox_hub.port}")
+    status, _ = await client.login("anna", "dispatcher-pass")
+    assert status == 200
+    yield client
+    await client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import inspect
 import os
 import re
@@ -247,3 +248,18 @@ class Dispatcher:
             data = {"csrf": self.csrf, **data}
         async with self.http.post(self.base + path, data=data, headers={"Accept": "text/html"}) as r:
             return r.status, await r.text()
+
+
+def visible_text(page: str) -> str:
+    """What a person reads on a page: the text outside tags and scripts."""
+    without_scripts = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", without_scripts))
+
+
+async def register_from_chat(hub: Hub, session: str, text: str) -> tuple[Any, str]:
+    http = aiohttp.ClientSession()
+    chat = await connect_chat(http, hub.port or 0, session)
+    await chat.send("m1", text)
+    reply = await chat.receive_type("message")
+    chat.http = http  # type: ignore[attr-defined]
+    return chat, reply["request"]["number"]

@@ -56,7 +56,7 @@ async def test_dispatcher_sees_a_new_chat_live_and_answers_it(web_hub: Hub) -> N
         await box.press("Enter")
         await resident.locator(".adshub-request").wait_for(timeout=5_000)
 
-        row = dispatcher.locator("tr.conversation.emergency a.open")
+        row = dispatcher.locator(".row-item.emergency a.open")
         await row.wait_for(timeout=1_000)
         assert dispatcher.url.endswith("/inbox/")
         await row.click()

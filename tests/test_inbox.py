@@ -6,76 +6,15 @@ import asyncio
 import io
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import openpyxl
-import pytest
 
-from adshub.settings import Settings
 from app.embedded import EmbeddedDatabase
 from app.runtime import Hub
 from journal.repository import Journal
-from journal.users import Users
-from tests.helpers import REPO, Dispatcher, cleanup_topology, connect_chat, make_settings, wait_for
+from tests.helpers import REPO, Dispatcher, register_from_chat, visible_text, wait_for
 from tests.mailservers import SmtpSink
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def inbox_settings(database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path, smtp: SmtpSink) -> Settings:
-    return make_settings(
-        database,
-        rabbitmq,
-        unique,
-        tmp_path,
-        smtp_url=smtp.url,
-        email_from="ads@uk.example",
-        municipality_email="adm@city.example",
-    )
-
-
-@pytest.fixture
-async def inbox_hub(inbox_settings: Settings) -> AsyncIterator[Hub]:
-    hub = Hub(inbox_settings, ["router", "webchat", "inbox", "email"])
-    await hub.start()
-    assert hub.journal is not None
-    users = Users(hub.journal)
-    await users.add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
-    await users.add("boss", "manager-pass", "manager", "Руководитель")
-    await hub.journal.staff.insert_one(
-        {"_id": "s1", "name": "Пётр Сантехник", "trade": "сантехник", "email": "petr@uk.example", "active": True}
-    )
-    yield hub
-    await hub.stop()
-    await cleanup_topology(inbox_settings)
-
-
-@pytest.fixture
-async def anna(inbox_hub: Hub) -> AsyncIterator[Dispatcher]:
-    client = Dispatcher(f"http://127.0.0.1:{inbox_hub.port}")
-    status, _ = await client.login("anna", "dispatcher-pass")
-    assert status == 200
-    yield client
-    await client.close()
-
-
-async def register_from_chat(hub: Hub, session: str, text: str) -> tuple[Any, str]:
-    http = aiohttp.ClientSession()
-    chat = await connect_chat(http, hub.port or 0, session)
-    await chat.send("m1", text)
-    reply = await chat.receive_type("message")
-    chat.http = http  # type: ignore[attr-defined]
-    return chat, reply["request"]["number"]
 
 
 async def test_strangers_see_only_the_login_form(inbox_hub: Hub) -> None:
@@ -127,7 +66,7 @@ async def test_inbox_lists_conversations_by_urgency_and_the_reply_reaches_the_re
     urgent, number = await register_from_chat(inbox_hub, "resident-urgent", "Пахнет газом в подъезде, Кирова 6")
     _, listing = await anna.get("/inbox/partials/list")
     assert listing.index("resident-urgent") < listing.index("resident-quiet")
-    assert 'class="conversation emergency unread"' in listing
+    assert 'class="row-item emergency unread' in listing and "Житель без имени" in listing
 
     status, page = await anna.get("/inbox/c/webchat:resident-urgent")
     assert status == 200 and "Пахнет газом в подъезде" in page and f"Заявка № {number}" in page
@@ -175,7 +114,10 @@ async def test_category_change_is_audited_recomputes_deadlines_and_keeps_a_label
     labeled = [row for row in await j.labeled_corrections() if row["text"] == correction["text"]]
     assert labeled == [{"text": correction["text"], "category": "elevator_trapped", "emergency": True}]
     _, page = await anna.get(f"/inbox/r/{number}")
-    assert "dispatcher:anna" in page and "Журнал изменений" in page
+    assert "Журнал изменений" in page and "Анна Диспетчер" in page and "Изменена категория" in page
+    assert "категория: Неисправность лифта → Застревание людей в лифте" in page
+    shown = visible_text(page)
+    assert "dispatcher:anna" not in shown and "elevator_" not in shown and "{'" not in shown
 
 
 async def test_closing_needs_the_result_and_sends_the_survey(anna: Dispatcher, inbox_hub: Hub) -> None:
@@ -285,7 +227,8 @@ async def test_reports_are_for_managers(inbox_hub: Hub, anna: Dispatcher) -> Non
         assert (await boss.login("boss", "manager-pass"))[0] == 200
         status, page = await boss.get("/inbox/reports")
         assert status == 200 and '<b class="total">1</b>' in page and "Отсутствие коммунальной услуги" in page
-        assert "inform" in page and "100%" in page
+        assert "Сообщить заявителю номер, срок и меры" in page and "100%" in page
+        assert "inform" not in visible_text(page)
     finally:
         await boss.close()
 

@@ -280,3 +280,24 @@ async def test_a_30_second_bot_api_outage_loses_nothing(
     for chat in ("600002", "600003"):
         sent = await wait_for(lambda chat=chat: standin.sent_to(chat), timeout=70)
         assert len(sent) == 1 and "зарегистрирована" in sent[0]["text"]
+
+
+async def test_a_dispatchers_file_goes_as_a_document(tg_hub: Hub, standin: TelegramStandIn) -> None:
+    from adshub.contract import Outbound, OutboundFile
+
+    assert tg_hub.journal is not None and tg_hub.bus is not None
+    ref = await tg_hub.journal.store_file(b"%PDF-1.4 act", "акт.pdf", "application/pdf", {"kind": "files"})
+    await tg_hub.bus.publish_outbound(
+        Outbound(
+            id="dispatcher:file-test-1",
+            channel="telegram",
+            address="777900",
+            text="Акт во вложении",
+            kind="dispatcher",
+            author="anna",
+            files=[OutboundFile(ref=ref, name="акт.pdf", content_type="application/pdf", size=12)],
+        )
+    )
+    documents = await wait_for(lambda: [d for d in standin.documents if d["chat_id"] == "777900"])
+    assert documents[0]["filename"] == "акт.pdf" and documents[0]["data"] == b"%PDF-1.4 act"
+    assert standin.sent_to("777900")[0]["text"] == "Акт во вложении"

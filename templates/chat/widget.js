@@ -66,15 +66,18 @@
   var input = el("textarea", "adshub-input");
   input.placeholder = "Опишите проблему и адрес…";
   input.setAttribute("aria-label", "Сообщение");
-  input.maxLength = 4000;
+  var MAX_CHARS = 20000;
   var send = el("button", "adshub-send", "Отправить");
   send.type = "submit";
+  var counter = el("span", "counter adshub-counter", "");
+  counter.setAttribute("aria-live", "polite");
   compose.appendChild(input);
   compose.appendChild(send);
   panel.appendChild(head);
   panel.appendChild(status);
   panel.appendChild(log);
   panel.appendChild(compose);
+  panel.appendChild(counter);
   root.appendChild(launcher);
   root.appendChild(panel);
 
@@ -86,7 +89,8 @@
   launcher.addEventListener("click", open);
   close.addEventListener("click", function () { panel.hidden = true; launcher.hidden = false; });
 
-  function formatDeadline(iso) {
+  function formatDeadline(iso, text) {
+    if (text) { return text; }
     if (!iso) { return ""; }
     var d = new Date(iso);
     if (isNaN(d.getTime())) { return ""; }
@@ -107,10 +111,19 @@
     node.appendChild(el("span", "text", message.text));
     if (message.request && message.request.number) {
       var info = "Заявка № " + message.request.number;
-      if (message.request.deadline) { info += " · срок до " + formatDeadline(message.request.deadline); }
+      if (message.request.deadline) { info += " · срок до " + formatDeadline(message.request.deadline, message.request.deadline_text); }
       var badge = el("span", "request adshub-request", info);
       badge.setAttribute("data-number", message.request.number);
       node.appendChild(badge);
+    }
+    if (Array.isArray(message.files)) {
+      message.files.forEach(function (f) {
+        if (!f || typeof f.url !== "string" || f.url.indexOf("/chat/files/") !== 0) { return; }
+        var link = el("a", "file adshub-file", "📎 " + (f.name || "файл"));
+        link.href = new URL(f.url, base).href;
+        link.setAttribute("download", f.name || "file");
+        node.appendChild(link);
+      });
     }
     if (Array.isArray(message.buttons)) {
       var row = el("div", "buttons");
@@ -155,14 +168,25 @@
     save(PENDING_KEY, pending);
   }
 
+  function count() {
+    var n = input.value.length;
+    counter.textContent = n > MAX_CHARS
+      ? "Слишком длинное сообщение: " + n.toLocaleString("ru-RU") + " знаков, можно до " + MAX_CHARS.toLocaleString("ru-RU") + ". Сократите его или отправьте частями."
+      : (n > MAX_CHARS * 0.8 ? n.toLocaleString("ru-RU") + " из " + MAX_CHARS.toLocaleString("ru-RU") : "");
+    counter.classList.toggle("over", n > MAX_CHARS);
+  }
+  input.addEventListener("input", count);
+
   function submit() {
     var text = input.value.trim();
     if (!text) { return; }
+    if (text.length > MAX_CHARS) { count(); return; }
     var id = "m" + Date.now().toString(36) + randomId(4);
     pending.push({ id: id, text: text });
     save(PENDING_KEY, pending);
     render({ id: id, from: "resident", text: text }, "pending");
     input.value = "";
+    count();
     transmit({ type: "message", id: id, text: text });
   }
 

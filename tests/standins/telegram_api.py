@@ -25,6 +25,7 @@ class TelegramStandIn:
     token: str
     updates: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    documents: list[dict[str, Any]] = field(default_factory=list)
     answered_callbacks: list[str] = field(default_factory=list)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     webhook: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +76,12 @@ class TelegramStandIn:
         form = await request.post()
         params: dict[str, Any] = {}
         for key, value in form.items():
-            params[key] = value if isinstance(value, str) else value.file.read().decode()  # type: ignore[union-attr]
+            if isinstance(value, str):
+                params[key] = value
+            elif getattr(value, "filename", None):
+                params[key] = {"filename": value.filename, "data": value.file.read()}
+            else:
+                params[key] = value.file.read().decode()  # type: ignore[union-attr]
         params.update(request.query)
         return params
 
@@ -155,6 +161,40 @@ class TelegramStandIn:
             "text": params.get("text", ""),
         }
         self.sent.append({"chat_id": chat_id, "text": params.get("text", ""), "reply_markup": markup})
+        return self.ok(message)
+
+    async def api_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        """A file as a multipart upload: the field itself, or ``attach://<name>`` naming the part (Bot API)."""
+        chat_id = str(params.get("chat_id"))
+        document = params.get("document")
+        if isinstance(document, str) and document.startswith("attach://"):
+            document = params.get(document.removeprefix("attach://"))
+        if not isinstance(document, dict):
+            return web.json_response(
+                {"ok": False, "error_code": 400, "description": "Bad Request: there is no document in the request"},
+                status=400,
+            )
+        file_id = f"doc{next(self._ids)}"
+        self.documents.append(
+            {
+                "chat_id": chat_id,
+                "filename": document["filename"],
+                "data": document["data"],
+                "caption": params.get("caption"),
+            }
+        )
+        message = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "from": BOT_USER,
+            "chat": {"id": int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id, "type": "private"},
+            "document": {
+                "file_id": file_id,
+                "file_unique_id": f"u{file_id}",
+                "file_name": document["filename"],
+                "file_size": len(document["data"]),
+            },
+        }
         return self.ok(message)
 
     async def api_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
