@@ -37,6 +37,7 @@ from journal.documents import (
     PersonEventDoc,
     RequestDoc,
     StaffDoc,
+    StaffNoteDoc,
     TaskDoc,
     address_doc,
     clocks_doc,
@@ -75,6 +76,29 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 def _list_items(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"[,;\n]", text) if part.strip()]
+
+
+def staff_note(
+    text: str,
+    actor: Actor,
+    now: datetime,
+    conversation_id: str | None = None,
+    request_number: str | None = None,
+    shift: bool = False,
+) -> StaffNoteDoc:
+    text = text.strip()
+    if not text:
+        raise InvalidInput("Пустая заметка")
+    return {
+        "_id": uuid.uuid4().hex,
+        "conversation_id": conversation_id,
+        "request_number": request_number,
+        "shift": shift,
+        "text": text[:4000],
+        "by": actor.login,
+        "by_name": actor.name,
+        "at": now,
+    }
 
 
 @dataclass(frozen=True)
@@ -231,39 +255,14 @@ class Inbox:
     async def add_thread_note(self, conversation_id: str, text: str, actor: Actor, now: datetime) -> None:
         """A note in the thread for colleagues only; residents never see it."""
         conv = await self._conversation(conversation_id)
-        text = text.strip()
-        if not text:
-            raise InvalidInput("Пустая заметка")
         await self.desk.add_staff_note(
-            {
-                "_id": uuid.uuid4().hex,
-                "conversation_id": conversation_id,
-                "request_number": conv.get("active_request"),
-                "shift": False,
-                "text": text[:4000],
-                "by": actor.login,
-                "by_name": actor.name,
-                "at": now,
-            }
+            staff_note(text, actor, now, conversation_id=conversation_id, request_number=conv.get("active_request"))
         )
         await self.bus.publish_event(Event(type="note.added", conversation_id=conversation_id, data={}))
 
     async def add_shift_note(self, text: str, actor: Actor, now: datetime) -> None:
-        text = text.strip()
-        if not text:
-            raise InvalidInput("Пустая заметка")
-        await self.desk.add_staff_note(
-            {
-                "_id": uuid.uuid4().hex,
-                "conversation_id": None,
-                "request_number": None,
-                "shift": True,
-                "text": text[:4000],
-                "by": actor.login,
-                "by_name": actor.name,
-                "at": now,
-            }
-        )
+        """A note for the next shift, on the shift page."""
+        await self.desk.add_staff_note(staff_note(text, actor, now, shift=True))
         await self.bus.publish_event(Event(type="shift.note", data={}))
 
     async def canned_replies(self, request: RequestDoc | None) -> list[dict[str, str]]:

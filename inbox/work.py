@@ -23,12 +23,22 @@ from inbox.actions import NOTICE_WAYS, STATUSES, TRANSITIONS, Actor, required_on
 from inbox.rows import QUEUE_NAMES, QUEUES, display_name, nearest_clock, queue_counts
 from inbox.views import INBOX, LIVE, SESSION, USERS, actor_of, back, login_page, now, page, require, session_of
 from inbox.wording import audit_lines, in_lifecycle_order
+from journal.documents import UserDoc
 from journal.search import SearchIndex
 
 SEARCH = web.AppKey("search", SearchIndex)
 PRESENCE_EVERY = 30.0
 ON_SHIFT = timedelta(seconds=90)
 routes = web.RouteTableDef()
+
+
+async def _people(request: web.Request) -> dict[str, str]:
+    return _names(await request.app[USERS].list())
+
+
+def _names(users: list[UserDoc]) -> dict[str, str]:
+    """Dispatchers' names by login, for the thread and the audit trail."""
+    return {u["login"]: u.get("name") or u["login"] for u in users}
 
 
 # -- the queues -------------------------------------------------------------------------------
@@ -106,7 +116,7 @@ async def _conversation_context(request: web.Request, conversation_id: str) -> d
     return {
         **vars(view),
         "thread": thread,
-        "people": {u["login"]: u.get("name") or u["login"] for u in users},
+        "people": _names(users),
         "nearest": lambda r: nearest_clock({}, r, inbox.policy.review),
         "name": display_name(view.conversation, view.contact),
         "profile": profile,
@@ -199,10 +209,9 @@ async def _request_context(request: web.Request, number: str) -> dict[str, Any]:
     found = await inbox.desk.incident(doc.get("incident_id") or "") if doc.get("incident_id") else None
     if found is not None:
         incident = {**found, "reporters": await inbox.journal.incident_reporters(found["_id"])}
-    people = {u["login"]: u.get("name") or u["login"] for u in await request.app[USERS].list()}
     return {
         "request": doc,
-        "audit": audit_lines(list(audit), inbox.texts.local, people, inbox.channels.titles()),
+        "audit": audit_lines(list(audit), inbox.texts.local, await _people(request), inbox.channels.titles()),
         "incident": incident,
         **await _card_context(request),
     }
@@ -399,7 +408,7 @@ async def _person_context(request: web.Request, contact_id: str) -> dict[str, An
         view = await inbox.person(contact_id)
     except NotFound:
         raise web.HTTPNotFound(text="Карточка жителя не найдена") from None
-    people = {u["login"]: u.get("name") or u["login"] for u in await request.app[USERS].list()}
+    people = await _people(request)
     candidates = []
     query = request.query.get("merge", "")[:200]
     if query.strip():
