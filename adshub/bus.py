@@ -32,6 +32,7 @@ from aio_pika.abc import (
 
 from adshub.contract import Event, Inbound, Outbound
 from adshub.errors import TransientError
+from adshub.settings import Settings
 
 log = logging.getLogger("adshub.bus")
 
@@ -49,17 +50,30 @@ PUBLISH_ERRORS = (
 
 @dataclass(frozen=True)
 class Topology:
-    """Every exchange and queue name, derived from one prefix (tests use a unique one)."""
+    """Every exchange and queue name, derived from one prefix (tests use a unique one).
+
+    Inbound messages are spread over ``shards`` queues by their conversation, each queue with a single
+    active consumer: any number of routers share the work, and one conversation's messages are always
+    handled by one router at a time, in order. ``queue_type`` is ``classic`` or ``quorum`` (replicated;
+    compose.yaml uses it)."""
 
     prefix: str = "adshub"
+    shards: int = 4
+    queue_type: str = "classic"
 
     @property
     def inbound_exchange(self) -> str:
         return f"{self.prefix}.inbound"
 
     @property
-    def inbound_queue(self) -> str:
-        return f"{self.prefix}.inbound"
+    def inbound_queues(self) -> list[str]:
+        return [f"{self.prefix}.inbound.{n}" for n in range(self.shards)]
+
+    def shard_of(self, conversation_key: str) -> int:
+        return zlib.crc32(conversation_key.encode()) % self.shards
+
+    def inbound_key(self, conversation_key: str) -> str:
+        return f"inbound.{self.shard_of(conversation_key)}"
 
     @property
     def outbound_exchange(self) -> str:
@@ -80,11 +94,18 @@ class Topology:
     def dead_queue(self) -> str:
         return f"{self.prefix}.dead"
 
+    def queue_arguments(self, **extra: Any) -> dict[str, Any]:
+        return {"x-queue-type": self.queue_type, **extra}
+
     def all_queues(self, channels: Sequence[str]) -> list[str]:
-        return [self.inbound_queue, self.dead_queue, *(self.outbound_queue(c) for c in channels)]
+        return [*self.inbound_queues, self.dead_queue, *(self.outbound_queue(c) for c in channels)]
 
     def all_exchanges(self) -> list[str]:
         return [self.inbound_exchange, self.outbound_exchange, self.events_exchange, self.dead_exchange]
+
+
+def topology_of(settings: Settings) -> Topology:
+    return Topology(settings.bus_prefix, shards=settings.router_shards, queue_type=settings.queue_type)
 
 
 @dataclass
@@ -136,21 +157,27 @@ class Consumer:
     """
 
     def __init__(
-        self, queue: AbstractQueue, handler: BatchHandler, max_batch: int, max_wait: float, lanes: int = 1
+        self,
+        queue: AbstractQueue | Sequence[AbstractQueue],
+        handler: BatchHandler,
+        max_batch: int,
+        max_wait: float,
+        lanes: int = 1,
     ) -> None:
-        self._queue = queue
+        self._queues = [queue] if isinstance(queue, AbstractQueue) else list(queue)
         self._handler = handler
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._lanes: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in range(max(1, lanes))]
-        self._tag: str | None = None
+        self._tags: list[tuple[AbstractQueue, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._tag = await self._queue.consume(self._take, no_ack=False)
+        for queue in self._queues:
+            self._tags.append((queue, await queue.consume(self._take, no_ack=False)))
+        name = self._queues[0].name if len(self._queues) == 1 else f"{len(self._queues)} queues"
         self._tasks = [
-            asyncio.create_task(self._run(lane), name=f"consume:{self._queue.name}:{n}")
-            for n, lane in enumerate(self._lanes)
+            asyncio.create_task(self._run(lane), name=f"consume:{name}:{n}") for n, lane in enumerate(self._lanes)
         ]
 
     async def _take(self, message: AbstractIncomingMessage) -> None:
@@ -194,10 +221,10 @@ class Consumer:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop taking messages and finish those already taken; what the timeout cuts off goes back."""
-        if self._tag is not None:
+        for queue, tag in self._tags:
             with contextlib.suppress(*PUBLISH_ERRORS):
-                await asyncio.wait_for(self._queue.cancel(self._tag), SETTLE_TIMEOUT)
-            self._tag = None
+                await asyncio.wait_for(queue.cancel(tag), SETTLE_TIMEOUT)
+        self._tags = []
         for lane in self._lanes:
             lane.put_nowait(_STOP)
         if self._tasks:
@@ -269,6 +296,10 @@ class Bus(Protocol):
         lanes: int = 1,
     ) -> Consumer: ...
 
+    async def consume_inbound(
+        self, handler: BatchHandler, *, max_batch: int = 1, max_wait: float = 0.0, lanes: int = 1
+    ) -> Consumer: ...
+
     async def consume_private(
         self, exchange: str, routing_keys: Sequence[str], handler: BatchHandler, *, max_batch: int = 50
     ) -> Consumer: ...
@@ -316,18 +347,25 @@ class RabbitBus:
             "events": await channel.declare_exchange(t.events_exchange, kinds.TOPIC, durable=True),
             "dead": await channel.declare_exchange(t.dead_exchange, kinds.FANOUT, durable=True),
         }
-        dead = await channel.declare_queue(t.dead_queue, durable=True)
+        dead = await channel.declare_queue(t.dead_queue, durable=True, arguments=t.queue_arguments())
         await dead.bind(self._exchanges["dead"])
-        inbound = await channel.declare_queue(
-            t.inbound_queue, durable=True, arguments={"x-dead-letter-exchange": t.dead_exchange}
-        )
-        await inbound.bind(self._exchanges["inbound"], routing_key="inbound")
+        for n, name in enumerate(t.inbound_queues):
+            inbound = await channel.declare_queue(
+                name,
+                durable=True,
+                arguments=t.queue_arguments(
+                    **{"x-dead-letter-exchange": t.dead_exchange, "x-single-active-consumer": True}
+                ),
+            )
+            await inbound.bind(self._exchanges["inbound"], routing_key=f"inbound.{n}")
 
     async def declare_outbound_queue(self, channel_name: str) -> str:
         assert self._publish_channel is not None
         name = self.topology.outbound_queue(channel_name)
         queue = await self._publish_channel.declare_queue(
-            name, durable=True, arguments={"x-dead-letter-exchange": self.topology.dead_exchange}
+            name,
+            durable=True,
+            arguments=self.topology.queue_arguments(**{"x-dead-letter-exchange": self.topology.dead_exchange}),
         )
         await queue.bind(self._exchanges["outbound"], routing_key=channel_name)
         return name
@@ -380,8 +418,9 @@ class RabbitBus:
                 delay = min(delay * 2, 3.0)
 
     async def publish_inbound(self, inbound: Inbound) -> None:
+        key = inbound.conversation_key
         await self._publish(
-            "inbound", "inbound", inbound.model_dump_json().encode(), inbound.id, {"x-lane": inbound.conversation_key}
+            "inbound", self.topology.inbound_key(key), inbound.model_dump_json().encode(), inbound.id, {"x-lane": key}
         )
 
     async def publish_outbound(self, outbound: Outbound) -> None:
@@ -438,6 +477,20 @@ class RabbitBus:
         await channel.set_qos(prefetch_count=prefetch or self.prefetch)
         queue = await channel.get_queue(queue_name, ensure=True)
         consumer = Consumer(queue, handler, max_batch=max_batch, max_wait=max_wait, lanes=lanes)
+        await consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    async def consume_inbound(
+        self, handler: BatchHandler, *, max_batch: int = 1, max_wait: float = 0.0, lanes: int = 1
+    ) -> Consumer:
+        """Every inbound shard queue, through one consumer. The broker makes this process the active consumer
+        of the shards no other router holds, and hands a dead router's shards to the rest."""
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        queues = [await channel.get_queue(name, ensure=True) for name in self.topology.inbound_queues]
+        consumer = Consumer(queues, handler, max_batch=max_batch, max_wait=max_wait, lanes=lanes)
         await consumer.start()
         self._consumers.append(consumer)
         return consumer

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     public_url: str = ""
 
     bus_prefix: str = Field("adshub", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    router_shards: int = Field(4, ge=1, le=256)
+    """Inbound queues the conversations are spread over; routers share them (the same number everywhere)."""
+    queue_type: str = Field("classic", pattern=r"^(classic|quorum)$")
     prefetch: int = Field(64, ge=1, le=10_000)
     data_dir: Path = Path("var")
     embedded_db: bool = True

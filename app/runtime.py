@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adshub.bus import RabbitBus, Topology
+from adshub.bus import RabbitBus, topology_of
 from adshub.contract import Inbound
 from adshub.errors import ConfigurationError, TransientError
 from adshub.metrics import METRICS
@@ -85,7 +85,7 @@ class Hub:
         self.embedded = await ensure_database(s.mongo_url, s.data_dir, s.embedded_db)
         self.journal = Journal.connect(s.mongo_url, s.database_name, retry_writes=False if self.embedded else None)
         await _retry("database", self.journal.prepare)
-        self.bus = RabbitBus(s.amqp_url, Topology(s.bus_prefix), prefetch=s.prefetch)
+        self.bus = RabbitBus(s.amqp_url, topology_of(s), prefetch=s.prefetch)
         await self.bus.connect()
         texts = Texts(s.zone, s.company_name, s.company_phone)
         directory = channel_directory(s)
@@ -197,7 +197,7 @@ def _queue_depth_ctx(bus: RabbitBus, channels: list[str]) -> Any:
             while True:
                 with contextlib.suppress(Exception):
                     names = [
-                        bus.topology.inbound_queue,
+                        *bus.topology.inbound_queues,
                         bus.topology.dead_queue,
                         *(bus.topology.outbound_queue(c) for c in channels),
                     ]

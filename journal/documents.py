@@ -71,6 +71,7 @@ class ConversationDoc(TypedDict, total=False):
     active_request: str | None
     last_request: str | None
     unread: int
+    applied_messages: list[str]
     messages: int
     emergency: bool
     category: str | None
@@ -206,6 +207,7 @@ class RequestDoc(TypedDict, total=False):
     municipal_notice: MunicipalNoticeDoc
     attachments: list[dict[str, Any]]
     follow_ups: int
+    applied_messages: list[str]
     incident_id: str | None
     updated_at: datetime
 

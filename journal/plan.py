@@ -31,6 +31,8 @@ class ConversationChange:
 
     conversation_id: str
     fields: ConversationFields
+    message_id: str = ""
+    """The message making the change; an attempt that dies after applying it must not count it twice."""
     unread: int = 1
     messages: int = 1
     counted: bool = True
@@ -45,6 +47,8 @@ class Attach:
 
     number: str
     at: datetime
+    message_id: str
+    """The follow-up itself: a redelivery after a crash finds it applied and counts it once."""
     address: AddressDoc | None = None
     attachments: tuple[dict[str, Any], ...] = ()
 

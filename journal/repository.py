@@ -149,6 +149,8 @@ class Journal:
         self.canned: AsyncCollection[CannedReplyDoc] = _collection(self.db, "canned_replies", CannedReplyDoc)
         self.person_events: AsyncCollection[PersonEventDoc] = _collection(self.db, "person_events", PersonEventDoc)
         self.presence: AsyncCollection[PresenceDoc] = _collection(self.db, "presence", PresenceDoc)
+        self.reservations: AsyncCollection[dict[str, Any]] = self.db["number_reservations"]
+        """Each registration number and the message it was reserved for (see ``reserve_numbers``)."""
 
     @classmethod
     def connect(cls, url: str, database: str, timeout_ms: int = 5000, retry_writes: bool | None = None) -> Journal:
@@ -235,6 +237,9 @@ class Journal:
         await self.person_events.create_indexes(
             [IndexModel([("contact", ASCENDING), ("at", ASCENDING)], name="person")]
         )
+        await self.reservations.create_indexes(
+            [IndexModel([("year", ASCENDING), ("source", ASCENDING)], unique=True, name="source_unique")]
+        )
         await self.presence.create_indexes([IndexModel([("at", ASCENDING)], expireAfterSeconds=90, name="expiry")])
         await self.incidents.create_indexes(
             [
@@ -269,19 +274,48 @@ class Journal:
         except DuplicateKeyError:
             pass
 
-    async def reserve_numbers(self, year: int, count: int) -> list[int]:
-        """``count`` consecutive sequence numbers of ``year``, atomically; never reused."""
-        if count == 0:
+    async def reserve_numbers(self, year: int, sources: Sequence[str]) -> list[int]:
+        """A sequence number of ``year`` for each source message, consecutive and never reused.
+
+        The counter moves and each number is written down against its message in one transaction: a router
+        that dies before registering leaves its numbers reserved, and the redelivered message takes the same
+        number again — the year's numbers have no gaps. (A standalone mongod has no transactions: there a
+        crash between the two writes can still skip numbers.)"""
+        if not sources:
             return []
-        for _ in range(3):
-            doc = await self.counters.find_one_and_update(
-                {"_id": f"requests:{year}"}, {"$inc": {"seq": count}}, return_document=ReturnDocument.AFTER
-            )
-            if doc is not None:
+        wanted = list(dict.fromkeys(sources))
+        await self.ensure_counter(year)
+
+        async def reserve(session: AsyncClientSession | None) -> dict[str, int]:
+            found = {
+                doc["source"]: int(doc["seq"])
+                async for doc in self.reservations.find({"year": year, "source": {"$in": wanted}}, session=session)
+            }
+            missing = [source for source in wanted if source not in found]
+            if missing:
+                doc = await self.counters.find_one_and_update(
+                    {"_id": f"requests:{year}"},
+                    {"$inc": {"seq": len(missing)}},
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
+                if doc is None:
+                    raise TransientError(f"counter requests:{year} is unavailable")
                 last = int(doc["seq"])
-                return list(range(last - count + 1, last + 1))
-            await self.ensure_counter(year)
-        raise TransientError(f"counter requests:{year} is unavailable")
+                seqs = range(last - len(missing) + 1, last + 1)
+                now = datetime.now(UTC)
+                await self.reservations.insert_many(
+                    [
+                        {"_id": f"{year}:{seq}", "year": year, "seq": seq, "source": source, "at": now}
+                        for source, seq in zip(missing, seqs, strict=True)
+                    ],
+                    session=session,
+                )
+                found.update(zip(missing, seqs, strict=True))
+            return found
+
+        reserved = await self.atomically(reserve)
+        return [reserved[source] for source in sources]
 
     # -- reads for the router -------------------------------------------------
 
@@ -725,21 +759,40 @@ class Journal:
 # -- plan operations as MongoDB updates ---------------------------------------------
 
 
+APPLIED_KEPT = 100
+"""How many recent message ids a document remembers as applied: more than the messages one router can
+hold unacknowledged of one conversation (``ADSHUB_PREFETCH``, 64 by default), which are all a crash
+sends back."""
+
+
+def _applied(message_id: str) -> dict[str, Any]:
+    return {"applied_messages": {"$each": [message_id], "$slice": -APPLIED_KEPT}}
+
+
 def _conversation_change(change: ConversationChange) -> UpdateOne:
+    """A counted change applies once per message: an attempt that died after it leaves the id behind."""
     update: dict[str, Any] = {"$set": dict(change.fields)}
+    query: dict[str, Any] = {"_id": change.conversation_id}
     if change.counted:
         update["$inc"] = {"unread": change.unread, "messages": change.messages}
-    return UpdateOne({"_id": change.conversation_id}, update)
+        if change.message_id:
+            query["applied_messages"] = {"$ne": change.message_id}
+            update["$push"] = _applied(change.message_id)
+    return UpdateOne(query, update)
 
 
 def _request_change(change: RequestChange) -> UpdateOne:
     if isinstance(change, Attach):
-        update: dict[str, Any] = {"$set": {"updated_at": change.at}, "$inc": {"follow_ups": 1}}
+        update: dict[str, Any] = {
+            "$set": {"updated_at": change.at},
+            "$inc": {"follow_ups": 1},
+            "$push": _applied(change.message_id),
+        }
         if change.address is not None:
             update["$set"]["address"] = change.address
         if change.attachments:
-            update["$push"] = {"attachments": {"$each": list(change.attachments)}}
-        return UpdateOne({"_id": change.number}, update)
+            update["$push"]["attachments"] = {"$each": list(change.attachments)}
+        return UpdateOne({"_id": change.number, "applied_messages": {"$ne": change.message_id}}, update)
     if isinstance(change, Rate):
         fields: dict[str, Any] = {"updated_at": change.at}
         if change.rating is not None:

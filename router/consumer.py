@@ -116,7 +116,7 @@ class InboundConsumer:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         log.error("dead-lettering message: %s", reason, extra={"message_id": delivery.message_id})
         METRICS.dead_letters.labels(source="inbound").inc()
-        await self.bus.dead_letter(delivery, reason, source=self.bus.topology.inbound_queue)
+        await self.bus.dead_letter(delivery, reason, source=self.bus.topology.inbound_exchange)
 
 
 def summary(exc: ValidationError) -> str:

@@ -164,7 +164,7 @@ def attach(w: Work, r: Round, number: str | None) -> None:
         address = address_doc(step.address)
         r.audit(w, number, "address", {"address": step.address.text()})
     attachments = tuple(a.model_dump() for a in w.inbound.attachments)
-    r.plan.request_changes.append(Attach(number, r.now, address=address, attachments=attachments))
+    r.plan.request_changes.append(Attach(number, r.now, w.inbound.id, address=address, attachments=attachments))
 
 
 def rate(w: Work, r: Round, number: str | None) -> None:
@@ -355,9 +355,11 @@ def conversation_change(w: Work, r: Round) -> None:
     unread, messages = (0 if button else 1), 1 + len(step.replies)
     new: ConversationDoc | None = None
     if w.new_conversation:
-        new = {**conv, **fields, "unread": unread, "messages": messages}
+        new = {**conv, **fields, "unread": unread, "messages": messages, "applied_messages": [inbound.id]}
     r.plan.conversations.append(
-        ConversationChange(conv["_id"], fields, unread=unread, messages=messages, counted=not w.replayed, new=new)
+        ConversationChange(
+            conv["_id"], fields, inbound.id, unread=unread, messages=messages, counted=not w.replayed, new=new
+        )
     )
 
 

@@ -55,9 +55,7 @@ class Router:
         self.consumer = InboundConsumer(bus, self.process)
 
     async def start(self) -> None:
-        await self.bus.consume(
-            self.bus.topology.inbound_queue, self.handle, max_batch=MAX_BATCH, max_wait=0.002, lanes=LANES
-        )
+        await self.bus.consume_inbound(self.handle, max_batch=MAX_BATCH, max_wait=0.002, lanes=LANES)
 
     async def handle(self, deliveries: list[Delivery]) -> Finish | None:
         return await self.consumer.handle(deliveries)

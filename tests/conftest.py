@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adshub.bus import RabbitBus, Topology
+from adshub.bus import RabbitBus, topology_of
 from adshub.settings import Settings
 from app.embedded import EmbeddedDatabase, free_port
 from app.runtime import Hub
@@ -95,7 +95,7 @@ async def router(journal: Journal, bus: RabbitBus) -> Router:
 
 @pytest.fixture
 async def bus(settings: Settings) -> AsyncIterator[RabbitBus]:
-    b = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix), prefetch=settings.prefetch, publish_timeout=20)
+    b = RabbitBus(settings.amqp_url, topology_of(settings), prefetch=settings.prefetch, publish_timeout=20)
     await b.connect()
     yield b
     await b.delete_topology(tuple(REGISTRY))

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adshub.bus import RabbitBus, Topology
+from adshub.bus import RabbitBus, topology_of
 from adshub.metrics import REGISTRY as METRICS_REGISTRY
 from adshub.settings import Settings
 from app.embedded import EmbeddedDatabase, free_port
@@ -65,7 +65,7 @@ def make_settings(database: EmbeddedDatabase, amqp: str, unique: str, tmp_path: 
 
 async def cleanup_topology(settings: Settings, database: bool = True) -> None:
     """Delete the test's queues and exchanges (every registered channel's) and its database."""
-    b = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix))
+    b = RabbitBus(settings.amqp_url, topology_of(settings))
     await b.connect()
     await b.delete_topology(tuple(REGISTRY))
     await b.close()

@@ -31,7 +31,7 @@ async def test_published_inbound_is_consumed_and_acked(bus: RabbitBus) -> None:
         if len(got) >= 3:
             done.set()
 
-    await bus.consume(bus.topology.inbound_queue, handler, max_batch=10, max_wait=0.01)
+    await bus.consume_inbound(handler, max_batch=10, max_wait=0.01)
     for n in range(3):
         await bus.publish_inbound(sample(n))
     await asyncio.wait_for(done.wait(), 10)
@@ -52,7 +52,7 @@ async def test_unacked_message_is_redelivered(bus: RabbitBus) -> None:
                 await d.ack()
                 done.set()
 
-    await bus.consume(bus.topology.inbound_queue, handler)
+    await bus.consume_inbound(handler)
     await bus.publish_inbound(sample())
     await asyncio.wait_for(done.wait(), 10)
     assert seen == [False, True]
@@ -72,7 +72,7 @@ async def test_dead_letter_keeps_the_reason(bus: RabbitBus) -> None:
             await d.ack()
         done.set()
 
-    await bus.consume(bus.topology.inbound_queue, poison)
+    await bus.consume_inbound(poison)
     await bus.consume(bus.topology.dead_queue, recorder)
     await bus.publish_inbound(sample(9))
     await asyncio.wait_for(done.wait(), 10)
@@ -115,7 +115,7 @@ async def test_a_finishing_step_runs_while_the_next_batch_is_handled_and_steps_k
 
     for n in range(4):
         await bus.publish_inbound(sample(n))
-    await bus.consume(bus.topology.inbound_queue, handler, max_batch=1)
+    await bus.consume_inbound(handler, max_batch=1)
     await asyncio.wait_for(all_done.wait(), 20)
     expected = [f"webchat:s:{n}" for n in range(4)]
     assert recorded == expected and finished == expected
@@ -137,7 +137,7 @@ async def test_a_failed_finishing_step_sends_its_messages_back(bus: RabbitBus) -
 
         return finish
 
-    await bus.consume(bus.topology.inbound_queue, handler)
+    await bus.consume_inbound(handler)
     await bus.publish_inbound(sample())
     await asyncio.wait_for(done.wait(), 10)
     assert attempts == [False, True]

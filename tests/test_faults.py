@@ -50,6 +50,7 @@ def hub_env(settings: Settings) -> dict[str, str]:
         "ADSHUB_CHAT_RATE_PER_MINUTE": "100000",
         "ADSHUB_CHAT_IP_RATE_PER_MINUTE": "100000",
         "ADSHUB_CHAT_SOCKETS_PER_ADDRESS": "100000",
+        "ADSHUB_ROUTER_SHARDS": str(settings.router_shards),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -232,6 +233,96 @@ async def test_router_killed_with_minus_9_loses_and_doubles_nothing(fault_settin
         await cleanup_topology(fault_settings)
 
 
+class Talker:
+    """A resident who writes ten messages in a row without waiting, as people do at night."""
+
+    def __init__(self, http: aiohttp.ClientSession, port: int, n: int) -> None:
+        self.http = http
+        self.port = port
+        self.session = f"talk{n:03d}{uuid.uuid4().hex[:10]}"
+        self.texts = [f"Прорвало трубу, хлещет вода! Гагарина {n % 30 + 1} кв {n + 1}"] + [
+            f"Вода всё ещё течёт, уже по колено (сообщение {k})" for k in range(2, 11)
+        ]
+        self.frames: list[dict[str, Any]] = []
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def open(self) -> None:
+        self.ws = await self.http.ws_connect(f"http://127.0.0.1:{self.port}/chat/ws?session={self.session}")
+        self.frames.append(await self.ws.receive_json(timeout=30))
+
+    async def write(self) -> None:
+        assert self.ws is not None
+        for k, text in enumerate(self.texts, start=1):
+            await self.ws.send_json({"type": "message", "id": f"m{k:02d}", "text": text})
+
+    async def listen(self) -> None:
+        assert self.ws is not None
+        with contextlib.suppress(aiohttp.ClientError, asyncio.CancelledError):
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.frames.append(json.loads(msg.data))
+
+    @property
+    def replies(self) -> list[str]:
+        """Ids of the replies received, in the order they came."""
+        return [str(f["id"]) for f in self.frames if f.get("type") == "message" and f.get("from") == "hub"]
+
+
+async def test_three_routers_keep_each_conversation_in_order_through_a_kill(
+    fault_settings: Settings, tmp_path: Path
+) -> None:
+    """600 messages from 60 residents, three routers, one killed with -9 and restarted mid-run: every
+    message answered once, each resident's first message registers and the rest follow it in order,
+    the year's numbers unique and without gaps."""
+    settings = fault_settings.model_copy(update={"router_shards": 6})
+    log = tmp_path / "hub.log"
+    web = spawn(["webchat"], settings, log, wait_port=True)
+    routers = [spawn(["router"], settings, tmp_path / f"router{n}.log") for n in range(3)]
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            talkers = [Talker(http, settings.http_port, n) for n in range(60)]
+            await asyncio.gather(*(t.open() for t in talkers))
+            listeners = [asyncio.create_task(t.listen()) for t in talkers]
+            await asyncio.gather(*(t.write() for t in talkers))
+            await wait_for(lambda: sum(len(t.replies) for t in talkers) >= 120, timeout=90)
+            routers[0].send_signal(signal.SIGKILL)
+            routers[0].wait(10)
+            assert sum(len(t.replies) for t in talkers) < 600, "the routers finished before one could be killed"
+            routers[0] = spawn(["router"], settings, tmp_path / "router0-again.log")
+            await wait_for(lambda: all(len(t.replies) >= 10 for t in talkers), timeout=240, what="every reply")
+            await wait_for(lambda: asyncio.to_thread(queues_idle, settings.bus_prefix), timeout=60)
+            await asyncio.sleep(1.0)
+            for task in listeners:
+                task.cancel()
+        for t in talkers:
+            expected = [f"webchat:{t.session}:m{k:02d}#reply" for k in range(1, 11)]
+            assert t.replies == expected, (t.session, t.replies)
+        j = Journal.connect(settings.mongo_url, settings.database_name)
+        try:
+            requests = [
+                r async for r in j.requests.find({}, {"seq": 1, "year": 1, "source_message_id": 1, "follow_ups": 1})
+            ]
+            assert sorted(r["source_message_id"] for r in requests) == sorted(
+                f"webchat:{t.session}:m01" for t in talkers
+            )
+            assert all(r.get("follow_ups") == 9 for r in requests), [r.get("follow_ups") for r in requests]
+            years = {r["year"] for r in requests}
+            for year in years:
+                seqs = sorted(r["seq"] for r in requests if r["year"] == year)
+                assert seqs == list(range(1, len(seqs) + 1)), f"{year}: {seqs}"
+            replies = await j.messages.count_documents({"direction": "out"})
+            assert replies == 600
+        finally:
+            await j.close()
+        assert await broken_references(settings) == []
+    finally:
+        for process in (*routers, web):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+        await cleanup_topology(settings)
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
@@ -356,7 +447,7 @@ async def test_poison_message_reaches_the_dead_letter_queue_and_the_dispatchers(
                 "received_at": "not a date",
                 "text": ["not", "text"],
             }
-            await bus._publish("inbound", "inbound", json.dumps(poison).encode(), "poison-42")
+            await bus._publish("inbound", "inbound.0", json.dumps(poison).encode(), "poison-42")
         finally:
             await bus.close()
         dead = await wait_for(lambda: hub.journal.dead_letters.find_one({"message_id": "poison-42"}))  # type: ignore[union-attr]

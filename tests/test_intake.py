@@ -205,7 +205,7 @@ async def test_poison_message_is_dead_lettered_with_its_reason(hub: Hub, setting
     bus = RabbitBus(settings.amqp_url, Topology(settings.bus_prefix))
     await bus.connect()
     try:
-        await bus._publish("inbound", "inbound", json.dumps({"id": "webchat:x:1", "text": 5}).encode(), "poison-1")
+        await bus._publish("inbound", "inbound.0", json.dumps({"id": "webchat:x:1", "text": 5}).encode(), "poison-1")
     finally:
         await bus.close()
     j = Journal.connect(settings.mongo_url, settings.database_name)

@@ -31,7 +31,7 @@ async def test_metrics_cover_channels_latency_queues_failures_and_breaches(
     assert 'adshub_messages_in_total{channel="webchat"}' in text
     assert 'adshub_messages_out_total{channel="webchat",status="sent"}' in text
     assert "adshub_registration_latency_seconds_bucket" in text
-    assert f'adshub_queue_depth{{queue="{hub.settings.bus_prefix}.inbound"}}' in text
+    assert f'adshub_queue_depth{{queue="{hub.settings.bus_prefix}.inbound.0"}}' in text
     for family in ("adshub_delivery_failures_total", "adshub_clock_breaches_total", "adshub_dead_letters_total"):
         assert f"# TYPE {family} counter" in text
 
