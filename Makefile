@@ -38,6 +38,8 @@ bench: setup system-deps rabbitmq
 	$(BIN)/python -m tests.bench --no-floor --residents 10 --messages 1000 --warmup 100 --big-letter 20
 	$$(command -v taskset >/dev/null && echo taskset -c 0) $(BIN)/python -m tests.bench_classify
 	$(BIN)/python -m tests.bench_search 100000
+	$(BIN)/python -m tests.bench --no-floor --journal 100000
+	$(BIN)/python -m tests.bench_inbox 100000
 
 lint: setup
 	$(BIN)/ruff check .

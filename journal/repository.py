@@ -119,6 +119,9 @@ def _collection(db: AsyncDatabase[dict[str, Any]], name: str, _shape: type[Any])
     return cast(AsyncCollection[Any], db[name])
 
 
+INDEX_BUILD_SECONDS = 3600.0
+
+
 class Journal:
     """The repository of requests, conversations and everything around them."""
 
@@ -184,7 +187,16 @@ class Journal:
         """Indexes and counters, created at start (counters before use: see DESIGN).
 
         A person is found by phone through ``identities`` (``phone:+7…``), so contacts need no phone index;
-        every index costs each write on the hot path."""
+        every index costs each write on the hot path. An index new to a journal of years builds over all of
+        it, far longer than one request may take: the build gets ``INDEX_BUILD_SECONDS``."""
+        with pymongo.timeout(INDEX_BUILD_SECONDS):
+            await self._create_indexes()
+        for year in {*years, datetime.now(UTC).year, datetime.now(UTC).year + 1}:
+            await self.ensure_counter(year)
+        hello = await self.db.command("hello")
+        self.transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
+
+    async def _create_indexes(self) -> None:
         await self.contacts.create_indexes(
             [
                 IndexModel([("identities", ASCENDING)], unique=True, name="identities_unique"),
@@ -251,10 +263,6 @@ class Journal:
                 ),
             ]
         )
-        for year in {*years, datetime.now(UTC).year, datetime.now(UTC).year + 1}:
-            await self.ensure_counter(year)
-        hello = await self.db.command("hello")
-        self.transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
 
     async def atomically(self, work: Callable[[AsyncClientSession | None], Awaitable[T]]) -> T:
         """Run ``work`` (writes that must happen together: a change and its audit entry) in a transaction,

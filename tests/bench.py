@@ -187,10 +187,25 @@ async def main() -> None:
         help="also run the mailbox (Dovecot, aiosmtpd) and drop a letter this large into it during the hub's run",
     )
     parser.add_argument("--no-floor", action="store_true", help="measure the hub alone")
+    parser.add_argument(
+        "--journal",
+        type=int,
+        default=0,
+        metavar="N",
+        help="register into a journal already holding N requests of history (tests.history; filled once "
+        "into var/bench/journal-N and reused, each run adding its requests)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="adshub-bench-"))
-    database = EmbeddedDatabase("127.0.0.1", free_port(), workdir / "db")
+    storage = workdir / "db"
+    if args.journal:
+        from tests.history import fill_directory
+
+        filled = REPO / "var" / "bench" / f"journal-{args.journal}"
+        await fill_directory(filled, args.journal)
+        storage = filled / "db"
+    database = EmbeddedDatabase("127.0.0.1", free_port(), storage, cache_size="1G" if args.journal else "512M")
     database.start()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     hub_port, floor_port = free_port(), free_port()
@@ -218,7 +233,8 @@ async def main() -> None:
     }
     print(
         f"residents: {args.residents}, messages per pipeline: {args.messages} (after {args.warmup} warm-up), "
-        f"cores: {os.cpu_count()}"
+        f"cores: {os.cpu_count()}, journal: {args.journal:,} requests of history (embedded SecantusDB; "
+        "production MongoDB differs)"
     )
     parts = ["router", "webchat"]
     mail = BigLetter(args.big_letter) if args.big_letter else None
