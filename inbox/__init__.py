@@ -34,9 +34,10 @@ def init_inbox(
     settings: Settings, journal: Journal, bus: Bus, texts: Texts, channels: ChannelDirectory
 ) -> web.Application:
     app = web.Application(middlewares=[auth_middleware])
-    app[INBOX] = Inbox(journal, bus, texts, DeadlinePolicy.from_settings(settings), settings, channels)
+    inbox = Inbox(journal, bus, texts, DeadlinePolicy.from_settings(settings), settings, channels)
+    app[INBOX] = inbox
     app[USERS] = Users(journal)
-    app[LIVE] = EventHub(bus)
+    app[LIVE] = EventHub(bus, listeners=(inbox.board.noted,))
     app[THROTTLE] = LoginThrottle()
     app[SEARCH] = SearchIndex(journal)
     app.router.add_routes(work_routes)
@@ -70,3 +71,4 @@ async def _warm_search(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_live(app: web.Application) -> None:
     app[LIVE].close()
+    await app[INBOX].board.close()

@@ -26,6 +26,7 @@ from domain.clocks import carried_over, next_due
 from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
 from domain.phones import normalize_phone
 from domain.threading import reply_subject
+from inbox.board import Board
 from inbox.canned import DEFAULT_CANNED, fill_placeholders
 from inbox.rows import Row, build_rows
 from inbox.wording import clock_name
@@ -164,6 +165,7 @@ class Inbox:
     ) -> None:
         self.journal = journal
         self.desk = Desk(journal)
+        self.board = Board(self.desk)
         self.bus = bus
         self.texts = texts
         self.policy = policy
@@ -174,11 +176,9 @@ class Inbox:
 
     async def rows(self) -> list[Row]:
         """The inbox list: every open conversation and the latest others, the nearest clock first."""
-        convs = await self.desk.inbox_conversations()
-        requests = await self.desk.requests_of(c.get("active_request") for c in convs)
-        await self.journal.with_inform(list(requests.values()))
-        contacts = await self.desk.contacts_by_id(c.get("contact_id") for c in convs)
-        return build_rows(convs, requests, contacts, self.policy.review)
+        board = await self.board.snapshot()
+        await self.journal.with_inform(list(board.requests.values()))
+        return build_rows(list(board.conversations.values()), board.requests, board.contacts, self.policy.review)
 
     async def open_tasks(self) -> list[TaskDoc]:
         return await self.desk.open_tasks()
@@ -202,6 +202,7 @@ class Inbox:
 
     async def mark_reviewed(self, conversation_id: str, actor: Actor, now: datetime) -> None:
         """Opening a conversation reviews its messages: the 10-minute review clock is met or not."""
+        self.board.changed(conversation_id)
         for number in await self.desk.mark_reviewed(conversation_id, actor.login, now):
             await self.desk.complete_clock(number, "review", actor.login, now)
 
@@ -242,7 +243,7 @@ class Inbox:
         number = conv.get("active_request")
         if number:
             await self.journal.record_audit(self._audit_entry(number, actor, action, changes, now))
-        await self.bus.publish_event(
+        await self._publish(
             Event(type="conversation.taken", conversation_id=conv["_id"], request_number=number, data={})
         )
 
@@ -258,12 +259,12 @@ class Inbox:
         await self.desk.add_staff_note(
             staff_note(text, actor, now, conversation_id=conversation_id, request_number=conv.get("active_request"))
         )
-        await self.bus.publish_event(Event(type="note.added", conversation_id=conversation_id, data={}))
+        await self._publish(Event(type="note.added", conversation_id=conversation_id, data={}))
 
     async def add_shift_note(self, text: str, actor: Actor, now: datetime) -> None:
         """A note for the next shift, on the shift page."""
         await self.desk.add_staff_note(staff_note(text, actor, now, shift=True))
-        await self.bus.publish_event(Event(type="shift.note", data={}))
+        await self._publish(Event(type="shift.note", data={}))
 
     async def canned_replies(self, request: RequestDoc | None) -> list[dict[str, str]]:
         """The company's canned replies (the defaults while it has none), filled in for ``request``."""
@@ -340,7 +341,7 @@ class Inbox:
         """Keep the message in the journal, then put it on the bus; the inbox sees it at once."""
         await self.desk.record_outbound(outbound_doc(outbound, contact_id=contact_id, to_staff=to_staff))
         await self.bus.publish_outbound(outbound)
-        await self.bus.publish_event(
+        await self._publish(
             Event(
                 type="message.out",
                 conversation_id=outbound.conversation_id,
@@ -588,7 +589,7 @@ class Inbox:
                 "status",
             )
         await self._follow_incident(number, status, actor, now, fields.get("result"))
-        await self.bus.publish_event(
+        await self._publish(
             Event(
                 type="request.updated",
                 request_number=number,
@@ -657,7 +658,7 @@ class Inbox:
             changes = {"phone": task.get("phone"), "met": met}
             await self.journal.record_audit(self._audit_entry(number, actor, "callback", changes, now))
             await self._updated(number, "callback")
-        await self.bus.publish_event(
+        await self._publish(
             Event(
                 type="task.done",
                 conversation_id=task.get("conversation_id"),
@@ -715,7 +716,7 @@ class Inbox:
         if not changes:
             return
         await self.desk.edit_person(contact_id, fields, self._person_event(contact_id, actor, "person", changes, now))
-        await self.bus.publish_event(Event(type="person.updated", data={"contact": contact_id}))
+        await self._publish(Event(type="person.updated", data={"contact": contact_id}))
 
     async def merge_people(self, keep: str, other: str, actor: Actor, now: datetime) -> None:
         """Two cards turned out to be one person: ``other``'s channels, requests and calls move to ``keep``."""
@@ -726,7 +727,7 @@ class Inbox:
             raise NotFound(other if first else keep)
         changes = {"name": second.get("name"), "phones": second.get("phones"), "emails": second.get("emails")}
         await self.desk.merge_people(keep, other, self._person_event(keep, actor, "merged", changes, now))
-        await self.bus.publish_event(Event(type="person.updated", data={"contact": keep}))
+        await self._publish(Event(type="person.updated", data={"contact": keep}))
 
     @staticmethod
     def _person_event(
@@ -837,5 +838,11 @@ class Inbox:
     def _audit_entry(number: str, actor: Actor, action: str, changes: dict[str, Any], now: datetime) -> AuditDoc:
         return audit_doc(number, actor.audit_name, action, changes, "inbox", at=now)
 
+    async def _publish(self, event: Event) -> None:
+        """Tell every inbox (this one's list at once, without waiting for the event to come back)."""
+        contact = event.data.get("contact")
+        self.board.changed(event.conversation_id, event.request_number, contact if isinstance(contact, str) else None)
+        await self.bus.publish_event(event)
+
     async def _updated(self, number: str, action: str) -> None:
-        await self.bus.publish_event(Event(type="request.updated", request_number=number, data={"action": action}))
+        await self._publish(Event(type="request.updated", request_number=number, data={"action": action}))

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -22,8 +23,12 @@ HEARTBEAT = 15.0
 
 
 class EventHub:
-    def __init__(self, bus: Bus) -> None:
+    """``listeners`` hear each event before the pages do (the inbox list's board: a page reloading on an event
+    must find what it names)."""
+
+    def __init__(self, bus: Bus, listeners: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.bus = bus
+        self.listeners = tuple(listeners)
         self._clients: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
     async def start(self) -> None:
@@ -36,6 +41,11 @@ class EventHub:
             except ValueError:
                 event = None
             if isinstance(event, dict):
+                for listener in self.listeners:
+                    try:
+                        listener(event)
+                    except Exception:
+                        log.exception("event listener failed on %s", event.get("type"))
                 for queue in list(self._clients):
                     with contextlib.suppress(asyncio.QueueFull):
                         queue.put_nowait(event)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -22,9 +24,9 @@ from inbox.actions import STATUSES, Actor, Inbox
 from inbox.live import EventHub
 from inbox.reports import build_report
 from inbox.wording import clock_name
-from journal.desk import JournalFilters
-from journal.documents import StaffDoc
-from journal.export import export_row, to_csv, to_xlsx
+from journal.desk import JournalFilters, JournalKey
+from journal.documents import ContactDoc, RequestDoc, StaffDoc
+from journal.export import JournalWorkbook, csv_text, export_row
 from journal.users import ACTION_NAMES, ROLE_NAMES, ROLES, Session, Users, rank
 
 INBOX = web.AppKey("inbox", Inbox)
@@ -33,14 +35,7 @@ LIVE = web.AppKey("live", EventHub)
 SESSION_COOKIE = "adshub_session"
 LOGIN_CSRF_COOKIE = "adshub_login"
 PAGE_SIZE = 50
-MAX_PAGE = 100_000
-
-
-def bounded_int(value: str, low: int, high: int) -> int:
-    """A number a dispatcher (or an attacker) put in a URL, within bounds; anything else is ``low``."""
-    if not value.isdigit() or len(value) > 9:
-        return low if not value.isdigit() else high
-    return min(high, max(low, int(value)))
+EXPORT_CHUNK = 256 * 1024
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -237,19 +232,19 @@ def _filters(request: web.Request) -> dict[str, str]:
 async def journal_page(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
     filters = _filters(request)
-    page_no = bounded_int(request.query.get("page", "1"), 1, MAX_PAGE)
-    docs, total = await request.app[INBOX].desk.journal_page(
-        JournalFilters(filters), request.app[SETTINGS].zone, page_no, PAGE_SIZE
+    newer = JournalKey.parse(request.query.get("before", "")[:64])
+    at = newer or JournalKey.parse(request.query.get("after", "")[:64])
+    found = await request.app[INBOX].desk.journal_page(
+        JournalFilters(filters), request.app[SETTINGS].zone, at, PAGE_SIZE, newer=newer is not None
     )
     return page(
         request,
         "inbox/journal.html",
         {
-            "requests": docs,
+            "found": found,
+            "requests": found.requests,
             "filters": filters,
-            "page_no": page_no,
-            "total": total,
-            "pages": max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE),
+            "paged": at is not None,
             "query_string": urlencode(filters),
             "statuses": STATUSES,
         },
@@ -258,26 +253,58 @@ async def journal_page(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/journal/export")
 async def journal_export(request: web.Request) -> web.StreamResponse:
+    """The journal as CSV or XLSX, streamed: rows are read and written a batch at a time, the spreadsheet
+    work off the event loop, so a year's export neither fills the inbox's memory nor stalls other pages."""
     require(request, "inbox")
     settings = request.app[SETTINGS]
     inbox = request.app[INBOX]
-    docs = await inbox.desk.requests_matching(JournalFilters(_filters(request)), settings.zone)
-    people = await inbox.desk.contacts_by_id(d.get("contact_id") for d in docs)
-    rows = [export_row(d, settings.zone, people.get(d.get("contact_id") or "")) for d in docs]
+    batches = inbox.desk.export_batches(JournalFilters(_filters(request)), settings.zone)
     titles = inbox.channels.titles()
-    stamp = now().astimezone(settings.zone).strftime("%Y%m%d-%H%M")
+    zone = settings.zone
+    stamp = now().astimezone(zone).strftime("%Y%m%d-%H%M")
+
+    def rows(batch: list[tuple[RequestDoc, ContactDoc | None]]) -> list[dict[str, Any]]:
+        return [export_row(doc, zone, person) for doc, person in batch]
+
+    def lines(batch: list[tuple[RequestDoc, ContactDoc | None]]) -> str:
+        return csv_text(rows(batch), zone, titles)
+
     if request.query.get("format") == "csv":
-        return web.Response(
-            body=to_csv(rows, settings.zone, titles).encode("utf-8"),
-            content_type="text/csv",
-            charset="utf-8",
-            headers={"Content-Disposition": f'attachment; filename="journal-{stamp}.csv"'},
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="journal-{stamp}.csv"',
+            }
         )
-    return web.Response(
-        body=to_xlsx(rows, settings.zone, titles),
-        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        headers={"Content-Disposition": f'attachment; filename="journal-{stamp}.xlsx"'},
-    )
+        await response.prepare(request)
+        await response.write(csv_text([], zone, titles, header=True).encode("utf-8"))
+        async for batch in batches:
+            text = await asyncio.to_thread(lines, batch)
+            await response.write(text.encode("utf-8"))
+        await response.write_eof()
+        return response
+    with tempfile.TemporaryFile() as spool:
+        book = JournalWorkbook(spool, zone, titles)
+
+        def add(batch: list[tuple[RequestDoc, ContactDoc | None]]) -> None:
+            book.add(rows(batch))
+
+        async for batch in batches:
+            await asyncio.to_thread(add, batch)
+        await asyncio.to_thread(book.close)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "Content-Disposition": f'attachment; filename="journal-{stamp}.xlsx"',
+            }
+        )
+        response.content_length = spool.tell()
+        spool.seek(0)
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(spool.read, EXPORT_CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
 
 @routes.get("/reports")

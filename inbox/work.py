@@ -28,6 +28,8 @@ from journal.search import SearchIndex
 
 SEARCH = web.AppKey("search", SearchIndex)
 PRESENCE_EVERY = 30.0
+LIST_SHOWN = 100
+"""Rows a queue shows before «показать все»: the nearest clocks come first, a page of 2,000 helps nobody."""
 ON_SHIFT = timedelta(seconds=90)
 routes = web.RouteTableDef()
 
@@ -50,8 +52,13 @@ async def _list_context(request: web.Request) -> dict[str, Any]:
     t = now()
     rows = await inbox.rows()
     queue = QUEUE_NAMES.get(request.query.get("q", "all"), QUEUES[0])
+    queued = [r for r in rows if queue.holds(r, me, t)]
+    shown = len(queued) if request.query.get("all") else LIST_SHOWN
     return {
-        "rows": [r for r in rows if queue.holds(r, me, t)],
+        "rows": queued[:shown],
+        "hidden": len(queued) - len(queued[:shown]),
+        "show_all": bool(request.query.get("all")),
+        "emergency_ids": [r.request["_id"] for r in queued if r.emergency and r.request],
         "queue": queue,
         "queues": QUEUES,
         "counts": queue_counts(rows, me, t),

@@ -8,9 +8,9 @@ entry, by one method, so the inbox never forgets the trail.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from domain.address import building_key, extract_address, street_key
 from domain.clocks import completed, next_due
 from journal.documents import (
+    OPEN_STATUSES,
     AuditDoc,
     BuildingDoc,
     CannedReplyDoc,
@@ -37,9 +38,8 @@ from journal.documents import (
     StaffNoteDoc,
     TaskDoc,
 )
-from journal.repository import Journal
+from journal.repository import Journal, chunks
 
-CLOCK_NAMES = ("review", "inform", "localize", "eliminate", "handoff", "answer")
 FIRST_YEAR, LAST_YEAR = 2000, 2100
 """Dates a journal filter may name; others are ignored (year 1 would not survive the time zone)."""
 
@@ -91,8 +91,51 @@ class JournalFilters:
             key = building_key(extract_address(address)) or street_key(address)
             query["address.key"] = {"$regex": "^" + re.escape(key)}
         if filters.get("breached"):
-            query["$or"] = [{f"clocks.{name}.met": False} for name in CLOCK_NAMES]
+            query["breached"] = True
         return query
+
+
+LISTED = {"text_history": 0, "applied_messages": 0, "replay": 0, "raw": 0}
+"""What a list of requests never shows, left in the database."""
+LISTED_CONVERSATION = {"applied_messages": 0, "replay": 0, "state": 0}
+OPEN_LISTED = 5000
+"""Open conversations the inbox reads at most: far above a city's worst night, below what would stall it."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EXPORT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class JournalKey:
+    """Where a journal page starts or ends: the registration time and number of a request on its edge.
+    As a token in a link: milliseconds since the epoch and the number."""
+
+    registered_at: datetime
+    number: str
+
+    @classmethod
+    def of(cls, request: Mapping[str, Any]) -> JournalKey:
+        return cls(request["registered_at"], str(request["_id"]))
+
+    @classmethod
+    def parse(cls, token: str) -> JournalKey | None:
+        millis, _, number = token.partition("~")
+        if not (millis.isdigit() and len(millis) <= 15 and 0 < len(number) <= 40 and number.isprintable()):
+            return None
+        return cls(datetime.fromtimestamp(int(millis) / 1000, UTC), number)
+
+    @property
+    def token(self) -> str:
+        moment = self.registered_at if self.registered_at.tzinfo else self.registered_at.replace(tzinfo=UTC)
+        return f"{round(moment.timestamp() * 1000)}~{self.number}"
+
+
+@dataclass
+class JournalPage:
+    """A page of requests and the keys of the pages beside it (None: there is none that way)."""
+
+    requests: list[RequestDoc]
+    newer: JournalKey | None
+    older: JournalKey | None
 
 
 class Desk:
@@ -102,10 +145,6 @@ class Desk:
         self.journal = journal
 
     # -- reading ------------------------------------------------------------------
-
-    async def recent_conversations(self, limit: int = 200) -> list[ConversationDoc]:
-        cursor = self.journal.conversations.find({}).sort("last_message_at", DESCENDING).limit(limit)
-        return [c async for c in cursor]
 
     async def conversation(self, conversation_id: str) -> ConversationDoc | None:
         return await self.journal.conversations.find_one({"_id": conversation_id})
@@ -185,18 +224,71 @@ class Desk:
     # -- the journal page, exports and reports -------------------------------------------
 
     async def journal_page(
-        self, filters: JournalFilters, tz: ZoneInfo, page: int, size: int
-    ) -> tuple[list[RequestDoc], int]:
+        self, filters: JournalFilters, tz: ZoneInfo, at: JournalKey | None, size: int, newer: bool = False
+    ) -> JournalPage:
+        """One page of the journal, newest first, starting after ``at`` (or, with ``newer``, the page that
+        ends before it). By key, not by skip: page 2,000 costs what page 1 does."""
         query = filters.query(tz)
-        total = await self.journal.requests.count_documents(query)
-        cursor = self.journal.requests.find(query).sort("registered_at", -1).skip((page - 1) * size).limit(size)
-        docs = [d async for d in cursor]
+        backwards = newer and at is not None
+        order = ASCENDING if backwards else DESCENDING
+        docs: list[RequestDoc] = []
+        if at is not None:
+            ties = {**query, "registered_at": {**query.get("registered_at", {}), "$eq": at.registered_at}}
+            ties["_id"] = {"$gt" if backwards else "$lt": at.number}
+            cursor = self.journal.requests.find(ties, LISTED).sort("_id", order).limit(size + 1)
+            docs = [d async for d in cursor]
+        if len(docs) <= size and "address.key" in query:
+            if at is not None:
+                query["registered_at"] = {
+                    **query.get("registered_at", {}),
+                    ("$gt" if backwards else "$lt"): at.registered_at,
+                }
+            cursor = self.journal.requests.find({"address.key": query.pop("address.key"), **query}, LISTED)
+            cursor = cursor.sort([("registered_at", order), ("_id", order)]).limit(size + 1 - len(docs))
+            docs.extend([d async for d in cursor])
+        elif len(docs) <= size:
+            docs.extend(
+                await self.journal.in_time_slices(
+                    self.journal.requests,
+                    "registered_at",
+                    query,
+                    size + 1 - len(docs),
+                    start=at.registered_at if at is not None else None,
+                    ascending=backwards,
+                    projection=LISTED,
+                )
+            )
+        more = len(docs) > size
+        docs = docs[:size]
+        if backwards:
+            docs.reverse()
         await self.journal.with_inform(docs)
-        return docs, total
+        first, last = (JournalKey.of(docs[0]), JournalKey.of(docs[-1])) if docs else (None, None)
+        return JournalPage(
+            requests=docs,
+            newer=first if (at is not None and (not backwards or more)) else None,
+            older=last if (more or backwards) else None,
+        )
 
-    async def requests_matching(self, filters: JournalFilters, tz: ZoneInfo) -> list[RequestDoc]:
-        docs = [d async for d in self.journal.requests.find(filters.query(tz)).sort("registered_at", ASCENDING)]
-        return await self.journal.with_inform(docs)
+    async def export_batches(
+        self, filters: JournalFilters, tz: ZoneInfo, size: int = EXPORT_BATCH
+    ) -> AsyncIterator[list[tuple[RequestDoc, ContactDoc | None]]]:
+        """The requests matching ``filters``, oldest first, with their residents' cards, a batch at a time: an
+        export of years holds one batch in memory, not the journal."""
+        cursor = self.journal.requests.find(filters.query(tz), LISTED).sort("registered_at", ASCENDING)
+        batch: list[RequestDoc] = []
+        async for doc in cursor.batch_size(size):
+            batch.append(doc)
+            if len(batch) >= size:
+                yield await self._with_people(batch)
+                batch = []
+        if batch:
+            yield await self._with_people(batch)
+
+    async def _with_people(self, batch: list[RequestDoc]) -> list[tuple[RequestDoc, ContactDoc | None]]:
+        await self.journal.with_inform(batch)
+        people = await self.contacts_by_id(d.get("contact_id") for d in batch)
+        return [(d, people.get(str(d.get("contact_id") or ""))) for d in batch]
 
     async def report_inputs(self, filters: JournalFilters, tz: ZoneInfo) -> tuple[list[RequestDoc], list[TaskDoc]]:
         query = filters.query(tz)
@@ -288,9 +380,11 @@ class Desk:
             return False
         done = cast(ClockDoc, completed(entry, at, by))
         clocks[clock] = done
+        fields: dict[str, Any] = {f"clocks.{clock}": done, "next_due_at": next_due(clocks)}
+        if done.get("met") is False:
+            fields["breached"] = True
         result = await self.journal.requests.update_one(
-            {"_id": number, f"clocks.{clock}.done_at": None},
-            {"$set": {f"clocks.{clock}": done, "next_due_at": next_due(clocks)}},
+            {"_id": number, f"clocks.{clock}.done_at": None}, {"$set": fields}
         )
         return result.modified_count > 0
 
@@ -312,26 +406,42 @@ class Desk:
         await self.journal.staff.update_one({"_id": staff_id}, {"$set": {"active": False}})
 
     async def requests_of(self, numbers: Iterable[str | None]) -> dict[str, RequestDoc]:
-        return await self.journal.requests_by_number(numbers)
+        return await self.journal.requests_by_number(numbers, LISTED)
 
     # -- the inbox list, teamwork -------------------------------------------------------------
 
-    async def inbox_conversations(self, recent: int = 200, open_limit: int = 1000) -> list[ConversationDoc]:
-        """Every conversation with something open (a request, a message waiting), and the latest others."""
+    async def inbox_conversations(self, recent: int = 200, open_limit: int = OPEN_LISTED) -> list[ConversationDoc]:
+        """Every conversation with something open (a request, a message waiting), and the latest others.
+        Each is found through its own index: a range over the type of a field set only when open (a string,
+        a time) is an index scan, where ``$ne: None`` would read every conversation."""
         j = self.journal
         found: dict[str, ConversationDoc] = {}
-        query = {"$or": [{"active_request": {"$ne": None}}, {"waiting_since": {"$ne": None}}]}
-        async for conv in j.conversations.find(query).limit(open_limit):
-            found[conv["_id"]] = conv
-        for conv in await self.recent_conversations(recent):
+        for query in ({"active_request": {"$gt": ""}}, {"waiting_since": {"$gt": EPOCH}}):
+            async for conv in j.conversations.find(query, LISTED_CONVERSATION).limit(open_limit):
+                found[conv["_id"]] = conv
+        newest = await j.in_time_slices(j.conversations, "last_message_at", {}, recent, projection=LISTED_CONVERSATION)
+        for conv in newest:
             found.setdefault(conv["_id"], conv)
         return list(found.values())
 
+    async def conversations_by_id(self, ids: Iterable[str]) -> dict[str, ConversationDoc]:
+        wanted = sorted(set(ids))
+        found: dict[str, ConversationDoc] = {}
+        for chunk in chunks(wanted):
+            cursor = self.journal.conversations.find({"_id": {"$in": chunk}}, LISTED_CONVERSATION)
+            found.update({c["_id"]: c async for c in cursor})
+        return found
+
+    async def conversations_since(self, at: datetime) -> list[ConversationDoc]:
+        """Conversations with a message at ``at`` or later (the newest the caller holds comes back too)."""
+        cursor = self.journal.conversations.find({"last_message_at": {"$gte": at}}, LISTED_CONVERSATION)
+        return [c async for c in cursor.limit(OPEN_LISTED)]
+
     async def contacts_by_id(self, ids: Iterable[str | None]) -> dict[str, ContactDoc]:
-        wanted = sorted({i for i in ids if i})
-        if not wanted:
-            return {}
-        return {c["_id"]: c async for c in self.journal.contacts.find({"_id": {"$in": wanted}})}
+        found: dict[str, ContactDoc] = {}
+        for chunk in chunks(sorted({i for i in ids if i})):
+            found.update({c["_id"]: c async for c in self.journal.contacts.find({"_id": {"$in": chunk}})})
+        return found
 
     async def set_taken(
         self, conversation_id: str, taken: dict[str, Any] | None, unless_taken_by_other: str | None = None
@@ -363,6 +473,8 @@ class Desk:
             done = cast(ClockDoc, completed(clock, when, who))
             clocks[name] = done
             fields[f"clocks.{name}"] = done
+            if done.get("met") is False:
+                fields["breached"] = True
             if who != "hub":
                 stopped.append(name)
         if fields:
@@ -373,7 +485,7 @@ class Desk:
     async def open_requests(self, limit: int = 500) -> list[RequestDoc]:
         """Requests not yet closed, the one whose clock runs out first first."""
         cursor = (
-            self.journal.requests.find({"status": {"$nin": ["done", "cancelled"]}}, {"text_history": 0, "raw": 0})
+            self.journal.requests.find({"status": {"$in": list(OPEN_STATUSES)}}, LISTED)
             .sort("next_due_at", ASCENDING)
             .limit(limit)
         )

@@ -168,6 +168,10 @@ class MunicipalNoticeDoc(TypedDict, total=False):
     way: str | None
 
 
+OPEN_STATUSES = ("registered", "accepted", "in_work", "localized")
+"""A request's statuses before it is done or cancelled: what lists of open requests ask the status index for."""
+
+
 class RequestDoc(TypedDict, total=False):
     """A registered request: the record the housing inspection reads."""
 
@@ -197,6 +201,8 @@ class RequestDoc(TypedDict, total=False):
     status: str
     clocks: dict[str, ClockDoc]
     next_due_at: datetime | None
+    breached: bool
+    """Set once any clock of the request was missed: what the journal's «сроки нарушены» filter finds."""
     deadline: datetime | None
     executor: dict[str, Any] | None
     visit: dict[str, Any] | None

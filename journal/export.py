@@ -144,37 +144,52 @@ def neutralized(value: Any) -> Any:
     return value
 
 
-def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> str:
+def csv_text(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str], header: bool = False) -> str:
+    """Lines of the CSV export for ``rows`` (with the byte-order mark and headers first when ``header``), so
+    a long journal is written batch by batch."""
     headers, body = table(rows, tz, titles)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
-    writer.writerow(headers)
+    if header:
+        out.write("\ufeff")
+        writer.writerow(headers)
     writer.writerows([neutralized(v) for v in line] for line in body)
-    return "\ufeff" + out.getvalue()
+    return out.getvalue()
 
 
-def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> bytes:
-    """The journal as a workbook whose every text is a string cell: nothing residents wrote is a formula."""
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-    from openpyxl.styles import Alignment, Font
-    from openpyxl.utils import get_column_letter
+def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> str:
+    return csv_text(rows, tz, titles, header=True)
 
-    headers, body = table(rows, tz, titles)
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("Журнал заявок")
-    widths = [14, 18, 16, 22, 16, 32, 60, 30, 10, 18, 40, 16, 16, 22, 30, 18, 10]
-    for index, width in enumerate(widths, start=1):
-        sheet.column_dimensions[get_column_letter(index)].width = width
-    sheet.freeze_panes = "A2"
 
-    def cell(value: Any, header: bool = False) -> WriteOnlyCell:
+class JournalWorkbook:
+    """The journal as a workbook whose every text is a string cell (nothing residents wrote is a formula),
+    written batch by batch: openpyxl's write-only sheet keeps rows in a temporary file, not in memory, and
+    ``close`` zips it into ``target`` (a path or a binary file)."""
+
+    WIDTHS = (14, 18, 16, 22, 16, 32, 60, 30, 10, 18, 40, 16, 16, 22, 30, 18, 10)
+
+    def __init__(self, target: Any, tz: ZoneInfo, titles: Mapping[str, str]) -> None:
+        from openpyxl import Workbook
+        from openpyxl.utils import get_column_letter
+
+        self.target, self.tz, self.titles = target, tz, titles
+        self.book = Workbook(write_only=True)
+        self.sheet = self.book.create_sheet("Журнал заявок")
+        for index, width in enumerate(self.WIDTHS, start=1):
+            self.sheet.column_dimensions[get_column_letter(index)].width = width
+        self.sheet.freeze_panes = "A2"
+        self.sheet.append([self._cell(title, header=True) for _, title in COLUMNS])
+
+    def _cell(self, value: Any, header: bool = False) -> Any:
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+        from openpyxl.styles import Alignment, Font
+
         if isinstance(value, dict | list):
             value = str(value)
         if isinstance(value, str):
             value = ILLEGAL_CHARACTERS_RE.sub("", value)
-        written = WriteOnlyCell(sheet, value=value)
+        written = WriteOnlyCell(self.sheet, value=value)
         if isinstance(value, str):
             written.data_type = "s"
         if header:
@@ -182,9 +197,18 @@ def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str])
             written.alignment = Alignment(wrap_text=True, vertical="top")
         return written
 
-    sheet.append([cell(h, header=True) for h in headers])
-    for line in body:
-        sheet.append([cell(v) for v in line])
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        _, body = table(rows, self.tz, self.titles)
+        for line in body:
+            self.sheet.append([self._cell(v) for v in line])
+
+    def close(self) -> None:
+        self.book.save(self.target)
+
+
+def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> bytes:
     out = io.BytesIO()
-    book.save(out)
+    book = JournalWorkbook(out, tz, titles)
+    book.add(rows)
+    book.close()
     return out.getvalue()

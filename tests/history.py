@@ -35,6 +35,8 @@ PER_DAY = 900
 CHANNELS = ("webchat", "telegram", "vk", "email", "voicemail")
 BATCH = 2000
 OPEN_DAYS = 3
+LATE_SHARE = 0.03
+"""Closed requests with a clock missed: what the journal's «сроки нарушены» filter finds."""
 """Requests of the last days are still being worked; older ones are closed."""
 
 
@@ -164,8 +166,8 @@ async def fill(
     started = time.perf_counter()
     filled = Filled()
     persons = [_person(i, rng, start) for i in range(people)]
-    last_seen: dict[str, tuple[datetime, str, str, str]] = {}
-    contacts = [{k: v for k, v in p.items() if not k.startswith("_")} for p in persons]
+    last_seen: dict[str, tuple[datetime, str, str, str, dict[str, Any] | None]] = {}
+    contacts = [{k: v for k, v in p.items() if k == "_id" or not k.startswith("_")} for p in persons]
     for offset in range(0, len(contacts), BATCH):
         await journal.contacts.insert_many(contacts[offset : offset + BATCH], ordered=False)
     filled.contacts = len(contacts)
@@ -236,10 +238,14 @@ async def fill(
             }
         )
         clocks = request.get("clocks") or {}
+        late = closed and rng.random() < LATE_SHARE
         for name, clock in clocks.items():
             clock["due_at"] = at + template.clock_offsets[name]
             if closed:
                 clock.update({"done_at": at + template.clock_offsets[name] / 2, "met": True, "by": "dispatcher"})
+            if late:
+                clock.update({"done_at": clock["due_at"] + timedelta(minutes=20), "met": False})
+                request["breached"], late = True, False
         if closed:
             closed_at = at + timedelta(hours=rng.uniform(0.5, 30))
             request.update(
@@ -252,7 +258,7 @@ async def fill(
                 }
             )
         else:
-            request["status"] = rng.choice(["registered", "accepted", "in_progress"])
+            request["status"] = rng.choice(["registered", "accepted", "in_work"])
             due = [c["due_at"] for c in clocks.values()]
             request["next_due_at"] = min(due) if due else None
         requests.append(request)
@@ -312,7 +318,7 @@ async def fill(
                     "message_id": None,
                 }
             )
-        last_seen[conversation_id] = (at, person["_id"], number, text)
+        last_seen[conversation_id] = (at, person["_id"], number, text, None if closed else request)
         if len(requests) >= BATCH:
             await flush()
             if filled.requests % 100_000 == 0:
@@ -325,7 +331,7 @@ async def fill(
         seen = last_seen.get(conversation_id)
         if seen is None:
             continue
-        at, contact_id, number, text = seen
+        at, contact_id, number, text, still_open = seen
         conversations.append(
             {
                 "_id": conversation_id,
@@ -334,12 +340,12 @@ async def fill(
                 "contact_id": contact_id,
                 "created_at": start,
                 "state": None,
-                "active_request": None,
+                "active_request": number if still_open else None,
                 "last_request": number,
                 "unread": 0,
                 "messages": 2,
-                "emergency": False,
-                "category": None,
+                "emergency": bool(still_open and still_open.get("emergency")),
+                "category": still_open.get("category") if still_open else None,
                 "waiting_since": None,
                 "last_message_at": at,
                 "last_inbound_at": at,
