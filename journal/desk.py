@@ -7,7 +7,6 @@ entry, by one method, so the inbox never forgets the trail.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,7 +88,7 @@ class JournalFilters:
         address = filters.get("address", "").strip()
         if address:
             key = building_key(extract_address(address)) or street_key(address)
-            query["address.key"] = {"$regex": "^" + re.escape(key)}
+            query["address.key"] = {"$gte": key, "$lt": key + "\uffff"}
         if filters.get("breached"):
             query["breached"] = True
         return query

@@ -254,7 +254,9 @@ class Journal:
                 IndexModel([("address.key", ASCENDING), ("registered_at", DESCENDING)], name="address"),
                 IndexModel([("incident_id", ASCENDING)], name="incident", sparse=True),
                 IndexModel([("updated_at", ASCENDING)], name="changed"),
-                IndexModel([("status", ASCENDING)], name="status"),
+                IndexModel([("status", ASCENDING), ("registered_at", DESCENDING)], name="status"),
+                IndexModel([("category", ASCENDING), ("registered_at", DESCENDING)], name="category"),
+                IndexModel([("channel", ASCENDING), ("registered_at", DESCENDING)], name="channel"),
                 IndexModel([("breached", ASCENDING), ("registered_at", DESCENDING)], name="breached", sparse=True),
             ]
         )

@@ -122,7 +122,7 @@ async def main() -> None:
                         {"status": "done", "from": month_ago, "to": today},
                         {"address": f"{address.get('street')} {address.get('house')}"},
                         {"breached": "1"},
-                        {"channel": "telegram", "category": "lift"},
+                        {"channel": "telegram", "category": "elevator_fault"},
                     ]
                 )
                 await timed(times, "journal filtered", dispatcher, "/inbox/journal?" + urlencode(filters))
