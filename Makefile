@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all setup run test fault bench lint format system-deps rabbitmq clean model
+.PHONY: all setup run test fault bench soak lint format system-deps rabbitmq clean model
 
 all: test
 
@@ -40,6 +40,11 @@ bench: setup system-deps rabbitmq
 	$(BIN)/python -m tests.bench_search 100000
 	$(BIN)/python -m tests.bench --no-floor --journal 100000
 	$(BIN)/python -m tests.bench_inbox 100000
+
+# Every channel at once for SOAK_MINUTES (default 10), then: nothing lost or doubled, memory and descriptors.
+SOAK_MINUTES ?= 10
+soak: setup system-deps rabbitmq
+	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES)
 
 lint: setup
 	$(BIN)/ruff check .
