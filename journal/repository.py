@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -159,6 +159,7 @@ class Journal:
         self.incidents: AsyncCollection[IncidentDoc] = _collection(self.db, "incidents", IncidentDoc)
         self.deliveries: AsyncCollection[DeliveryDoc] = _collection(self.db, "deliveries", DeliveryDoc)
         self.transactions = False
+        self._counted_years: set[int] = set()
         """Whether the server runs multi-document transactions (a replica set member, mongos, the embedded one)."""
         self.user_events: AsyncCollection[dict[str, Any]] = self.db["user_events"]
         self.login_failures: AsyncCollection[dict[str, Any]] = self.db["login_failures"]
@@ -310,28 +311,36 @@ class Journal:
     # -- numbers --------------------------------------------------------------
 
     async def ensure_counter(self, year: int) -> None:
+        """The year's counter exists (created before use: see DESIGN); once per process and year."""
+        if year in self._counted_years:
+            return
         try:
             await self.counters.insert_one({"_id": f"requests:{year}", "seq": 0})
         except DuplicateKeyError:
             pass
+        self._counted_years.add(year)
 
-    async def reserve_numbers(self, year: int, sources: Sequence[str]) -> list[int]:
+    async def reserve_numbers(
+        self, year: int, sources: Sequence[str], maybe_reserved: Collection[str] | None = None
+    ) -> list[int]:
         """A sequence number of ``year`` for each source message, consecutive and never reused.
 
         The counter moves and each number is written down against its message in one transaction: a router
         that dies before registering leaves its numbers reserved, and the redelivered message takes the same
         number again — the year's numbers have no gaps. (A standalone mongod has no transactions: there a
-        crash between the two writes can still skip numbers.)"""
+        crash between the two writes can still skip numbers.) Only ``maybe_reserved`` sources (all, when
+        None) are looked up first: a message delivered for the first time has reserved nothing."""
         if not sources:
             return []
         wanted = list(dict.fromkeys(sources))
+        recheck = wanted if maybe_reserved is None else [s for s in wanted if s in maybe_reserved]
         await self.ensure_counter(year)
 
         async def reserve(session: AsyncClientSession | None) -> dict[str, int]:
-            found = {
-                doc["source"]: int(doc["seq"])
-                async for doc in self.reservations.find({"year": year, "source": {"$in": wanted}}, session=session)
-            }
+            found: dict[str, int] = {}
+            if recheck:
+                cursor = self.reservations.find({"year": year, "source": {"$in": recheck}}, session=session)
+                found = {doc["source"]: int(doc["seq"]) async for doc in cursor}
             missing = [source for source in wanted if source not in found]
             if missing:
                 doc = await self.counters.find_one_and_update(

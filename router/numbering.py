@@ -59,7 +59,13 @@ async def number_and_link(
             candidates.append((w, *incident))
     year = registration_year(now, policy.tz)
     seqs, found = await asyncio.gather(
-        journal.reserve_numbers(year, [w.step.draft.source_message_id for w in need if w.step and w.step.draft]),
+        journal.reserve_numbers(
+            year,
+            [w.step.draft.source_message_id for w in need if w.step and w.step.draft],
+            maybe_reserved={
+                w.step.draft.source_message_id for w in need if w.step and w.step.draft and w.inbound.id in redelivered
+            },
+        ),
         journal.open_incidents([key for _, key, _ in [*masters, *candidates]]),
     )
     _restore_incidents(masters, found, plan)
