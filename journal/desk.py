@@ -137,6 +137,11 @@ class JournalPage:
     older: JournalKey | None
 
 
+def _within(moment: datetime, period: Mapping[str, datetime]) -> bool:
+    low, high = period.get("$gte"), period.get("$lte")
+    return (low is None or moment >= low) and (high is None or moment <= high)
+
+
 class Desk:
     """The inbox's side of the journal."""
 
@@ -231,9 +236,9 @@ class Desk:
         backwards = newer and at is not None
         order = ASCENDING if backwards else DESCENDING
         docs: list[RequestDoc] = []
-        if at is not None:
-            ties = {**query, "registered_at": {**query.get("registered_at", {}), "$eq": at.registered_at}}
-            ties["_id"] = {"$gt" if backwards else "$lt": at.number}
+        if at is not None and _within(at.registered_at, query.get("registered_at", {})):
+            rest = {k: v for k, v in query.items() if k != "registered_at"}
+            ties = {"registered_at": at.registered_at, "_id": {"$gt" if backwards else "$lt": at.number}, **rest}
             cursor = self.journal.requests.find(ties, LISTED).sort("_id", order).limit(size + 1)
             docs = [d async for d in cursor]
         if len(docs) <= size and "address.key" in query:

@@ -642,12 +642,14 @@ class Journal:
         if not wanted:
             return {}
         found: dict[str, datetime] = {}
-        async for doc in self.deliveries.find(
-            {"request_number": {"$in": wanted}, "status": "sent"}, {"request_number": 1, "at": 1}
-        ):
-            number = str(doc["request_number"])
-            if number not in found or doc["at"] < found[number]:
-                found[number] = doc["at"]
+        for chunk in chunks(wanted):
+            cursor = self.deliveries.find(
+                {"request_number": {"$in": chunk}, "status": "sent"}, {"request_number": 1, "at": 1}
+            )
+            async for doc in cursor:
+                number = str(doc["request_number"])
+                if number not in found or doc["at"] < found[number]:
+                    found[number] = doc["at"]
         return found
 
     async def in_time_slices(

@@ -271,6 +271,16 @@ async def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def delete_topology(amqp: str, prefix: str, channels: list[str]) -> None:
+    """Remove a finished run's queues and exchanges from the broker."""
+    from adshub.bus import RabbitBus, Topology
+
+    bus = RabbitBus(amqp, Topology(prefix))
+    await bus.connect()
+    await bus.delete_topology(channels)
+    await bus.close()
+
+
 async def _cleanup(amqp: str, prefix: str) -> None:
     from adshub.bus import RabbitBus, Topology
 

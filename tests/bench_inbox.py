@@ -29,7 +29,7 @@ from urllib.parse import quote, urlencode
 from app.embedded import EmbeddedDatabase, free_port
 from journal.repository import Journal
 from journal.users import Users
-from tests.bench import REPO, start, stop
+from tests.bench import REPO, delete_topology, start, stop
 from tests.helpers import Dispatcher
 from tests.history import DATABASE, fill_directory
 
@@ -69,6 +69,7 @@ async def main() -> None:
     port = free_port()
     login, password = f"bench{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     rng = random.Random(11)
+    prefix = f"bench-inbox-{uuid.uuid4().hex[:8]}"
     try:
         journal = Journal.connect(database.url + "?retryWrites=false", DATABASE)
         await Users(journal).add(login, password, "manager", name="Ночной диспетчер")
@@ -83,7 +84,7 @@ async def main() -> None:
             "PYTHONUNBUFFERED": "1",
             "ADSHUB_MONGO_URL": f"{database.url}{DATABASE}?retryWrites=false",
             "ADSHUB_HTTP_PORT": str(port),
-            "ADSHUB_BUS_PREFIX": f"bench-inbox-{uuid.uuid4().hex[:8]}",
+            "ADSHUB_BUS_PREFIX": prefix,
             "ADSHUB_LOG_LEVEL": "WARNING",
             "ADSHUB_EMBEDDED_DB": "false",
             "ADSHUB_DATA_DIR": str(workdir / "var"),
@@ -163,6 +164,7 @@ async def main() -> None:
     finally:
         database.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        await delete_topology("amqp://guest:guest@127.0.0.1:5672/", prefix, [])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import aiohttp
 from app.embedded import EmbeddedDatabase, free_port
 from channels.voicemail.webhook import hook_signature
 from journal.repository import Journal
-from tests.bench import start, stop
+from tests.bench import delete_topology, start, stop
 from tests.helpers import ChatClient, connect_chat, queues_idle
 from tests.mailservers import Dovecot, SmtpSink, letter
 from tests.standins.telegram_api import TelegramStandIn, message_update
@@ -275,6 +275,7 @@ async def main() -> int:
         soak.smtp.stop()
         soak.dovecot.stop()
         soak.database.stop()
+        await delete_topology("amqp://guest:guest@127.0.0.1:5672/", soak.prefix, list(CHANNELS))
     print(f"{'process':<10} {'RSS start':>10} {'RSS end':>10} {'fds start':>10} {'fds end':>8}")
     for name in pids:
         print(
