@@ -199,7 +199,7 @@ async def test_asterisk_voicemail_with_transcript_becomes_a_request_with_a_10_mi
         assert request["category"] == "gas_smell" and request["emergency"]
         review = request["clocks"]["review"]
         assert review["due_at"] - request["received_at"] == timedelta(minutes=10)
-        message = await j.messages.find_one({"_id": request["source_message_id"]})
+        message = await wait_for(lambda: j.messages.find_one({"_id": request["source_message_id"]}))
         assert message["review"]["due_at"] - message["at"] == timedelta(minutes=10)
         assert message["attachments"][0]["location"].endswith("msg0000.wav")
         task = await wait_for(lambda: j.tasks.find_one({"request_number": request["_id"]}))
