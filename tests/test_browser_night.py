@@ -142,6 +142,12 @@ async def test_the_night_of_a_flood(night_hub: Hub) -> None:
         assert all(c.get("met") is True for c in clocks.values()), clocks
         assert request["next_due_at"] is None
 
+        await anna.goto(f"{base}/inbox/journal")
+        await anna.locator("table.journal").wait_for()
+        assert number in await anna.locator("table.journal").inner_text()
+        assert "новые сверху" in await anna.locator("main").inner_text()
+        await shoot(anna, "journal")
+
         cookies = await anna.context.cookies()
         session = next(c["value"] for c in cookies if c["name"] == "adshub_session")
         async with (
