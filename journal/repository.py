@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -662,6 +662,7 @@ class Journal:
         start: datetime | None = None,
         ascending: bool = False,
         projection: dict[str, Any] | None = None,
+        residual: Mapping[str, Any] | None = None,
     ) -> list[Any]:
         """Up to ``limit`` documents of ``query`` ordered by the time ``field`` and then ``_id``: newest first
         (older than ``start`` if given), or with ``ascending`` oldest first after ``start``.
@@ -669,7 +670,8 @@ class Journal:
         Read slice by widening slice of time (``TIME_SLICES``), the last one open. On MongoDB a sorted,
         limited find is one index range scan either way; the embedded server reads every document an index
         range yields before it limits, so a page of the newest must not ask for all of them. A period in
-        ``query[field]`` (``$gte``/``$lte``) bounds the slices."""
+        ``query[field]`` (``$gte``/``$lte``) bounds the slices. ``residual`` equalities are checked here on what
+        the database returns (each slice is then read whole)."""
         period = dict(query.get(field) or {})
         low, high = period.pop("$gte", None), period.pop("$lte", None)
         rest = {k: v for k, v in query.items() if k != field}
@@ -698,8 +700,12 @@ class Journal:
                 if not last:
                     bounds["$gte"] = far
             cursor = collection.find({field: bounds, **rest}, projection)
-            cursor = cursor.sort([(field, direction), ("_id", direction)]).limit(limit - len(found))
-            found.extend([doc async for doc in cursor])
+            cursor = cursor.sort([(field, direction), ("_id", direction)])
+            if residual:
+                found.extend([d async for d in cursor if all(d.get(k) == v for k, v in residual.items())])
+                found = found[:limit]
+            else:
+                found.extend([doc async for doc in cursor.limit(limit - len(found))])
             if len(found) >= limit or last:
                 return found
             edge = far

@@ -75,6 +75,10 @@ async def test_pages_keep_to_filters_and_periods(journal: Journal) -> None:
     lifts = [d["_id"] for d in docs if d["category"] == "lift"]
     pages = await all_pages(desk, JournalFilters({"category": "lift"}), 7)
     assert [n for p in pages for n in p] == lifts
+    both = {"category": "lift", "channel": "telegram"}
+    expected = [d["_id"] for d in docs if d["category"] == "lift" and d["channel"] == "telegram"]
+    pages = await all_pages(desk, JournalFilters(both), 4)
+    assert [n for p in pages for n in p] == expected and expected
     day = (NOW - timedelta(hours=40)).astimezone(ZONE).date()
     period = {"from": day.isoformat(), "to": day.isoformat()}
     within = [d["_id"] for d in docs if d["registered_at"].astimezone(ZONE).date() == day]
