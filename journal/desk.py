@@ -62,8 +62,22 @@ class JournalFilters:
 
     values: Mapping[str, str] = field(default_factory=dict)
 
+    def building(self) -> str | None:
+        """The building the address filter names («Ленина 5»), or None for a street or no address."""
+        address = self.values.get("address", "").strip()
+        return building_key(extract_address(address)) if address else None
+
+    def keeps(self, request: Mapping[str, Any]) -> bool:
+        """What the query's key range cannot say: «Ленина 5» is house 5 and its blocks, not house 50."""
+        building = self.building()
+        if building is None:
+            return True
+        key = str((request.get("address") or {}).get("key") or "")
+        return key == building or key.startswith(building + "|")
+
     def query(self, tz: ZoneInfo) -> dict[str, Any]:
-        """Only indexed fields and anchored regexes: the embedded server has no text indexes."""
+        """Only indexed fields and key ranges: the embedded server has no text indexes. A building's range
+        holds more than the building (``keeps`` tells)."""
         filters = self.values
         query: dict[str, Any] = {}
         period: dict[str, datetime] = {}
@@ -87,7 +101,8 @@ class JournalFilters:
                 query[key] = filters[key]
         address = filters.get("address", "").strip()
         if address:
-            key = building_key(extract_address(address)) or street_key(address)
+            building = self.building()
+            key = building or street_key(address) + "|"
             query["address.key"] = {"$gte": key, "$lt": key + "\uffff"}
         if filters.get("breached"):
             query["breached"] = True
@@ -253,16 +268,16 @@ class Desk:
             rest = {k: v for k, v in query.items() if k != "registered_at"}
             ties = {"registered_at": at.registered_at, "_id": {"$gt" if backwards else "$lt": at.number}, **rest}
             cursor = self.journal.requests.find(ties, LISTED).sort("_id", order).limit(size + 1)
-            docs = [d async for d in cursor]
-        if len(docs) <= size and "address.key" in query:
+            docs = [d async for d in cursor if filters.keeps(d)]
+        if len(docs) <= size and filters.building() is not None:
             if at is not None:
                 query["registered_at"] = {
                     **query.get("registered_at", {}),
                     ("$gt" if backwards else "$lt"): at.registered_at,
                 }
             cursor = self.journal.requests.find({"address.key": query.pop("address.key"), **query}, LISTED)
-            cursor = cursor.sort([("registered_at", order), ("_id", order)]).limit(size + 1 - len(docs))
-            docs.extend([d async for d in cursor])
+            cursor = cursor.sort([("registered_at", order), ("_id", order)])
+            docs.extend([d async for d in cursor if filters.keeps(d)])
         elif len(docs) <= size:
             indexed, residual = _one_equality_indexed(query)
             docs.extend(
@@ -297,6 +312,8 @@ class Desk:
         cursor = self.journal.requests.find(filters.query(tz), LISTED).sort("registered_at", ASCENDING)
         batch: list[RequestDoc] = []
         async for doc in cursor.batch_size(size):
+            if not filters.keeps(doc):
+                continue
             batch.append(doc)
             if len(batch) >= size:
                 yield await self._with_people(batch)

@@ -86,6 +86,16 @@ async def test_pages_keep_to_filters_and_periods(journal: Journal) -> None:
     assert [n for p in pages for n in p] == within and within
     building = await desk.journal_page(JournalFilters({"address": "Ленина 115"}), ZONE, None, 10)
     assert [d["_id"] for d in building.requests] == ["2026-000115"]
+    house = await desk.journal_page(JournalFilters({"address": "ул. Ленина, д. 11"}), ZONE, None, 10)
+    assert [d["_id"] for d in house.requests] == ["2026-000011"], "house 11 is not 110-119"
+    exported = [
+        r["_id"]
+        async for batch in desk.export_batches(JournalFilters({"address": "Ленина 11"}), ZONE)
+        for r, _ in batch
+    ]
+    assert exported == ["2026-000011"]
+    street = await all_pages(desk, JournalFilters({"address": "Ленина"}), 40)
+    assert [n for p in street for n in p] == [d["_id"] for d in docs]
 
 
 async def test_a_key_made_up_by_hand_is_ignored_not_an_error() -> None:
