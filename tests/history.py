@@ -124,7 +124,7 @@ def _copy(value: Any) -> Any:
 
 def _person(i: int, rng: random.Random, start: datetime) -> dict[str, Any]:
     channel = CHANNELS[i % len(CHANNELS)]
-    number = phone(rng)
+    number = phone(rng) if channel != "voicemail" else f"+79{i * 7919 % 10**9:09d}"
     address = {
         "webchat": f"h{i:07d}",
         "telegram": str(100_000_000 + i),
