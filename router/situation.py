@@ -6,7 +6,6 @@ the dialogue decides each message from its ``Situation`` without I/O.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -138,9 +137,8 @@ async def load_round(journal: Journal, inbounds: list[Inbound]) -> tuple[Loaded,
     fresh = [unregistered_edit(m, seen) for m in inbounds if m.id not in seen]
     if not fresh:
         return Loaded(seen, []), replays
-    contacts, known = await asyncio.gather(
-        resolve_contacts(journal, fresh), journal.conversations_by_id({m.conversation_key for m in fresh})
-    )
+    contacts = await resolve_contacts(journal, fresh)
+    known = await journal.conversations_by_id({m.conversation_key for m in fresh})
     work = []
     for m in fresh:
         contact, new_contact = contacts[m.id]
