@@ -206,7 +206,7 @@ async def main() -> None:
         await fill_directory(filled, args.journal)
         storage = filled / "db"
     database = EmbeddedDatabase("127.0.0.1", free_port(), storage, cache_size="1G" if args.journal else "512M")
-    database.start()
+    database.start(timeout=900.0)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     hub_port, floor_port = free_port(), free_port()
     base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -31,7 +31,7 @@ from journal.repository import Journal
 from journal.users import Users
 from tests.bench import REPO, delete_topology, start, stop
 from tests.helpers import Dispatcher
-from tests.history import DATABASE, fill_directory
+from tests.history import DATABASE, OPEN_SECONDS, fill_directory
 
 NEXT_PAGE = re.compile(r'href="(/inbox/journal\?[^"]*after=[^"]+)"')
 
@@ -64,7 +64,7 @@ async def main() -> None:
     filled = REPO / "var" / "bench" / f"journal-{args.requests}"
     await fill_directory(filled, args.requests)
     database = EmbeddedDatabase("127.0.0.1", free_port(), filled / "db", cache_size="1G")
-    database.start()
+    database.start(timeout=OPEN_SECONDS)
     workdir = Path(tempfile.mkdtemp(prefix="adshub-bench-inbox-"))
     port = free_port()
     login, password = f"bench{uuid.uuid4().hex[:6]}", uuid.uuid4().hex

@@ -363,6 +363,8 @@ async def fill(
 
 
 DATABASE = "bench_hub"
+OPEN_SECONDS = 900.0
+"""How long the embedded server may take to open a journal of a million requests (minutes, not seconds)."""
 
 
 async def fill_directory(directory: Path, count: int) -> None:
@@ -372,7 +374,7 @@ async def fill_directory(directory: Path, count: int) -> None:
     if indexed.exists() and indexed.read_text().strip() == str(count):
         return
     database = EmbeddedDatabase("127.0.0.1", free_port(), directory / "db", cache_size="1G")
-    database.start()
+    database.start(timeout=OPEN_SECONDS)
     try:
         journal = Journal.connect(database.url + "?retryWrites=false", DATABASE)
         if not (written.exists() and written.read_text().strip() == str(count)):
