@@ -132,8 +132,9 @@ def chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield values[start : start + size]
 
 
-TIME_SLICES = tuple(timedelta(hours=6 * 4**k) for k in range(7))
-"""Widening slices of time a list reads one after another: 6 hours, a day, four days … about 11 years."""
+TIME_SLICES = tuple(timedelta(minutes=15 * 4**k) for k in range(9))
+"""Widening slices of time a list reads one after another: 15 minutes, an hour, four hours … about two
+years, then the rest. Narrow first: on a bad night a city registers hundreds of requests an hour."""
 
 
 class Journal:

@@ -193,7 +193,7 @@ async def main() -> None:
         default=0,
         metavar="N",
         help="register into a journal already holding N requests of history (tests.history; filled once "
-        "into var/bench/journal-N and reused, each run adding its requests)",
+        "into var/bench/journal-N and reused; each run registers into a copy, so the history stays as generated)",
     )
     args = parser.parse_args()
 
@@ -204,7 +204,8 @@ async def main() -> None:
 
         filled = REPO / "var" / "bench" / f"journal-{args.journal}"
         await fill_directory(filled, args.journal)
-        storage = filled / "db"
+        storage = workdir / "journal"
+        await asyncio.to_thread(shutil.copytree, filled / "db", storage)
     database = EmbeddedDatabase("127.0.0.1", free_port(), storage, cache_size="1G" if args.journal else "512M")
     database.start(timeout=900.0)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
