@@ -37,7 +37,8 @@ BATCH = 2000
 OPEN_DAYS = 3
 LATE_SHARE = 0.03
 """Closed requests with a clock missed: what the journal's «сроки нарушены» filter finds."""
-"""Requests of the last days are still being worked; older ones are closed."""
+"""Requests of the last days are still being worked; older ones are closed. Their clocks already past
+are recorded as a running hub's clock watcher leaves them: breached."""
 
 
 @dataclass
@@ -259,7 +260,11 @@ async def fill(
             )
         else:
             request["status"] = rng.choice(["registered", "accepted", "in_work"])
-            due = [c["due_at"] for c in clocks.values()]
+            for clock in clocks.values():
+                if clock["due_at"] <= now:
+                    clock.update({"breached_at": clock["due_at"], "met": False})
+                    request["breached"] = True
+            due = [c["due_at"] for c in clocks.values() if c["due_at"] > now]
             request["next_due_at"] = min(due) if due else None
         requests.append(request)
         inbound = _copy(template.inbound)
