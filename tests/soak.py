@@ -167,6 +167,29 @@ class Soak:
                     self.chat_replies[str(data.get("id"))] += 1
 
 
+def at_transport(soak: Soak) -> dict[str, int]:
+    """Replies each channel's far end has received."""
+    return {
+        "webchat": sum(soak.chat_replies.values()),
+        "telegram": len(soak.telegram.sent),
+        "vk": len(soak.vk.sent),
+        "email": len(soak.smtp.messages),
+    }
+
+
+async def caught_up(soak: Soak) -> bool:
+    """Every message but a voicemail has its answer in the journal, and every answer has reached its far end."""
+    journal = Journal.connect(f"{soak.database.url}soak?retryWrites=false", "soak")
+    try:
+        answerable = await journal.messages.count_documents({"direction": "in", "channel": {"$ne": "voicemail"}})
+        answers = {
+            c: await journal.messages.count_documents({"direction": "out", "channel": c}) for c in at_transport(soak)
+        }
+    finally:
+        await journal.close()
+    return sum(answers.values()) >= answerable and all(n >= answers[c] for c, n in at_transport(soak).items())
+
+
 async def checks(soak: Soak) -> list[str]:
     """What went wrong, in words; empty when nothing was lost or doubled."""
     problems: list[str] = []
@@ -195,16 +218,11 @@ async def checks(soak: Soak) -> list[str]:
         if waiting:
             problems.append(f"{len(waiting)} messages never answered, e.g. {waiting[:3]}")
         outbound = Counter([m["channel"] async for m in journal.messages.find({"direction": "out"}, {"channel": 1})])
-        at_transport = {
-            "webchat": sum(soak.chat_replies.values()),
-            "telegram": len(soak.telegram.sent),
-            "vk": len(soak.vk.sent),
-            "email": len(soak.smtp.messages),
-        }
+        delivered = at_transport(soak)
         twice = [reply for reply, n in soak.chat_replies.items() if n > 1]
         if twice:
             problems.append(f"{len(twice)} chat replies shown twice, e.g. {twice[:3]}")
-        for channel, count in at_transport.items():
+        for channel, count in delivered.items():
             if count != outbound[channel]:
                 problems.append(f"{channel}: {outbound[channel]} replies in the journal, {count} at the transport")
         requests = [r async for r in journal.requests.find({}, {"year": 1, "seq": 1})]
@@ -249,7 +267,6 @@ async def main() -> int:
                     chat = await connect_chat(http, soak.port, f"soak-{resident.n:03d}-{uuid.uuid4().hex[:6]}")
                     soak.chats[resident.n] = chat
                     listeners.append(asyncio.create_task(soak.listen(chat)))
-            await asyncio.sleep(2.0)
             before = {name: process_figures(pid) for name, pid in pids.items()}
             print(f"soak: {args.minutes:g} min at {args.rate:g} messages/s over {len(CHANNELS)} channels")
             deadline = time.monotonic() + args.minutes * 60
@@ -263,7 +280,10 @@ async def main() -> int:
                 if await asyncio.to_thread(queues_idle, soak.prefix):
                     break
                 await asyncio.sleep(1.0)
-            await asyncio.sleep(5.0)
+            for _ in range(120):
+                if await caught_up(soak):
+                    break
+                await asyncio.sleep(0.5)
             after = {name: process_figures(pid) for name, pid in pids.items()}
             for task in listeners:
                 task.cancel()
