@@ -37,7 +37,7 @@ from journal.documents import (
     StaffNoteDoc,
     TaskDoc,
 )
-from journal.repository import Journal, chunks
+from journal.repository import EPOCH, Journal, chunks
 
 FIRST_YEAR, LAST_YEAR = 2000, 2100
 """Dates a journal filter may name; others are ignored (year 1 would not survive the time zone)."""
@@ -114,7 +114,6 @@ LISTED = {"text_history": 0, "applied_messages": 0, "replay": 0, "raw": 0}
 LISTED_CONVERSATION = {"applied_messages": 0, "replay": 0, "state": 0}
 OPEN_LISTED = 5000
 """Open conversations the inbox reads at most: far above a city's worst night, below what would stall it."""
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXPORT_BATCH = 500
 
 
