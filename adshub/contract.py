@@ -203,6 +203,9 @@ class ChannelProfile:
     process then receives a copy of each reply for its own connections."""
     sends_files: bool = False
     """A dispatcher's reply on it may carry files."""
+    reaches_phones: bool = False
+    """It delivers to a phone number (SMS): how residents who only phoned learn their request's number and
+    deadline, its ``address`` being the number in E.164."""
 
     @property
     def notifies_executors(self) -> bool:

@@ -101,7 +101,9 @@ class Hub:
             self.delivery_workers.append(worker)
 
         if "router" in self.parts:
-            self.router = Router(self.journal, self.bus, texts, DeadlinePolicy.from_settings(s))
+            self.router = Router(
+                self.journal, self.bus, texts, DeadlinePolicy.from_settings(s), phone_channel=directory.phone_channel()
+            )
             await self.router.start()
             await DeadLetterRecorder(self.journal, self.bus).start()
             self.watcher = ClockWatcher(

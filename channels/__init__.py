@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "vk": "channels.vk:VK",
     "email": "channels.email:Email",
     "voicemail": "channels.voicemail:Voicemail",
+    "sms": "channels.sms:Sms",
 }
 
 

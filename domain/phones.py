@@ -52,3 +52,13 @@ def extract_phones(text: str, region: str = DEFAULT_REGION) -> list[str]:
         if found:
             break
     return found
+
+
+def is_mobile(phone: str, region: str = DEFAULT_REGION) -> bool:
+    """Whether an SMS can reach the number: a mobile one (or one the numbering plan cannot tell apart)."""
+    try:
+        number = phonenumbers.parse(phone, region)
+    except phonenumbers.NumberParseException:
+        return False
+    kind = phonenumbers.number_type(number)
+    return kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)

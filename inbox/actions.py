@@ -149,6 +149,10 @@ class ChannelDirectory:
             if p.notifies_executors and (n in self.configured or not configured_only)
         ]
 
+    def phone_channel(self) -> str | None:
+        """The switched-on channel that delivers to phone numbers (SMS), if any."""
+        return next((n for n, p in self.profiles.items() if p.reaches_phones and n in self.configured), None)
+
     def official_mail(self) -> ChannelProfile | None:
         return next((p for n, p in self.profiles.items() if p.official_mail and n in self.configured), None)
 

@@ -276,6 +276,24 @@ class DeliveryDoc(TypedDict, total=False):
     request_number: str | None
 
 
+class DeliveryReportDoc(TypedDict, total=False):
+    """A gateway's account of one sent message: its id there, what it cost and whether it reached the handset."""
+
+    _id: Required[str]
+    channel: str
+    gateway_id: str
+    address: str
+    parts: int
+    cost: float | None
+    state: str
+    """``accepted`` by the gateway, ``delivered`` to the handset, ``failed``."""
+    state_text: str
+    final: bool
+    request_number: str | None
+    sent_at: datetime
+    updated_at: datetime
+
+
 class StaffDoc(TypedDict, total=False):
     """An employee or contractor who can be sent to a request; channel addresses by channel name."""
 

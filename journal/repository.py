@@ -50,6 +50,7 @@ from journal.documents import (
     CorrectionDoc,
     DeadLetterDoc,
     DeliveryDoc,
+    DeliveryReportDoc,
     IncidentDoc,
     MessageDoc,
     PersonEventDoc,
@@ -160,6 +161,10 @@ class Journal:
         self.cursors: AsyncCollection[dict[str, Any]] = self.db["cursors"]
         self.incidents: AsyncCollection[IncidentDoc] = _collection(self.db, "incidents", IncidentDoc)
         self.deliveries: AsyncCollection[DeliveryDoc] = _collection(self.db, "deliveries", DeliveryDoc)
+        self.delivery_reports: AsyncCollection[DeliveryReportDoc] = _collection(
+            self.db, "delivery_reports", DeliveryReportDoc
+        )
+        self.quotas: AsyncCollection[dict[str, Any]] = self.db["quotas"]
         self.transactions = False
         self._counted_years: set[int] = set()
         """Whether the server runs multi-document transactions (a replica set member, mongos, the embedded one)."""
@@ -264,6 +269,9 @@ class Journal:
             ]
         )
         await self.deliveries.create_indexes([IndexModel([("request_number", ASCENDING)], name="request", sparse=True)])
+        await self.delivery_reports.create_indexes(
+            [IndexModel([("channel", ASCENDING), ("final", ASCENDING), ("sent_at", ASCENDING)], name="pending")]
+        )
         await self.audit.create_indexes([IndexModel([("request", ASCENDING), ("at", ASCENDING)], name="request")])
         await self.dead_letters.create_indexes([IndexModel([("at", DESCENDING)], name="recent")])
         await self.tasks.create_indexes([IndexModel([("status", ASCENDING), ("due_at", ASCENDING)], name="due")])
@@ -632,6 +640,38 @@ class Journal:
             for o in outbounds
         ]
         await self._insert_ignoring_duplicates(self.deliveries, docs)
+
+    async def record_report(self, report: DeliveryReportDoc) -> None:
+        """What a gateway said about one sent message (its id there, parts, cost, the handset's status)."""
+        fields = {k: v for k, v in report.items() if k != "_id"}
+        await self.delivery_reports.update_one({"_id": report["_id"]}, {"$set": fields}, upsert=True)
+
+    async def pending_reports(self, channel: str, since: datetime, limit: int = 100) -> list[DeliveryReportDoc]:
+        """Messages sent on ``channel`` since ``since`` whose final status the gateway has not told yet."""
+        cursor = self.delivery_reports.find(
+            {"channel": channel, "final": False, "sent_at": {"$gte": since}}, limit=limit
+        )
+        return [doc async for doc in cursor]
+
+    async def reports(self, outbound_ids: Sequence[str]) -> dict[str, DeliveryReportDoc]:
+        if not outbound_ids:
+            return {}
+        cursor = self.delivery_reports.find({"_id": {"$in": list(outbound_ids)}})
+        return {doc["_id"]: doc async for doc in cursor}
+
+    async def take_quota(self, key: str, amount: int, limit: int) -> bool:
+        """Count ``amount`` against ``key``'s ``limit`` (SMS parts a day) unless it would pass it; shared by
+        every process, so two delivery workers cannot both take the last parts."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.quotas.update_one({"_id": key}, {"$setOnInsert": {"used": 0}}, upsert=True)
+        taken = await self.quotas.find_one_and_update(
+            {"_id": key, "used": {"$lte": limit - amount}}, {"$inc": {"used": amount}}
+        )
+        return taken is not None
+
+    async def quota_used(self, key: str) -> int:
+        doc = await self.quotas.find_one({"_id": key})
+        return int((doc or {}).get("used") or 0)
 
     async def delivery_states(self, outbound_ids: Sequence[str]) -> dict[str, DeliveryDoc]:
         if not outbound_ids:

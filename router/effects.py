@@ -20,6 +20,7 @@ from bots.texts import Texts
 from domain.classify import classify
 from domain.clocks import carried_over, next_due
 from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
+from domain.phones import is_mobile, normalize_phone
 from journal.documents import (
     AddressDoc,
     ConversationDoc,
@@ -68,6 +69,7 @@ class Round:
     texts: Texts
     policy: DeadlinePolicy
     now: datetime
+    phone_channel: str | None = None
 
     def audit(
         self,
@@ -319,12 +321,33 @@ def replies(w: Work, r: Round, number: str | None) -> None:
     """The step's replies, rendered for the resident's channel; none for machine mail or a voicemail."""
     step = w.step
     assert step is not None
-    if not w.inbound.answerable or w.inbound.auto_submitted:
+    if w.inbound.auto_submitted:
+        return
+    if not w.inbound.answerable:
+        phone_notice(w, r, number)
         return
     for index, reply in enumerate(step.replies):
         outbound = render_reply(w, reply, index, number, r.now, r.texts)
         r.plan.messages.append(outbound_doc(outbound, contact_id=w.contact["_id"]))
         r.outcome.outbounds.append(outbound)
+
+
+def phone_notice(w: Work, r: Round, number: str | None) -> None:
+    """A caller with no way back on their channel (a voicemail) is told the new request's number, deadline
+    and measures by SMS at the number they called from, within the inform clock; the callback stays due."""
+    step = w.step
+    assert step is not None
+    if r.phone_channel is None or w.request is None or not w.new_request or not number:
+        return
+    phone = normalize_phone(w.inbound.sender.phone or "")
+    if phone is None or not is_mobile(phone):
+        return
+    registered = next((reply for reply in step.replies if reply.template == "registered"), None)
+    if registered is None:
+        return
+    outbound = render_reply(w, registered, 0, number, r.now, r.texts, to=(r.phone_channel, phone))
+    r.plan.messages.append(outbound_doc(outbound, contact_id=w.contact["_id"]))
+    r.outcome.outbounds.append(outbound)
 
 
 def conversation_change(w: Work, r: Round) -> None:

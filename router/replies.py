@@ -11,9 +11,19 @@ from domain.threading import reply_subject, reply_thread
 from router.situation import Work
 
 
-def render_reply(w: Work, reply: Reply, index: int, number: str | None, now: datetime, texts: Texts) -> Outbound:
-    """One reply to ``w``'s message; ``<inbound id>#reply``, ``#reply2``… so a redelivery sends the same ones."""
+def render_reply(
+    w: Work,
+    reply: Reply,
+    index: int,
+    number: str | None,
+    now: datetime,
+    texts: Texts,
+    to: tuple[str, str] | None = None,
+) -> Outbound:
+    """One reply to ``w``'s message; ``<inbound id>#reply``, ``#reply2``… so a redelivery sends the same ones.
+    ``to``: a channel and address other than the message's own (an SMS to a caller), plain text only."""
     inbound = w.inbound
+    channel, address = to or (inbound.channel, inbound.address)
     context = dict(reply.context)
     deadline = None
     request = w.request if w.request is not None and reply.template == "registered" else None
@@ -26,15 +36,17 @@ def render_reply(w: Work, reply: Reply, index: int, number: str | None, now: dat
             context["master"] = w.incident["master"]
     elif reply.template == "status" and w.looked_up is not None:
         context = {**context, **texts.request_context(w.looked_up)}
-    text = texts.render(template, inbound.channel, **context)
+    text = texts.render(template, channel, **context)
     buttons = reply.buttons
     if request is not None and not buttons:
         buttons = status_buttons(request["_id"])
+    if to is not None:
+        buttons = ()
     suffix = "reply" if index == 0 else f"reply{index + 1}"
     return Outbound(
         id=f"{inbound.id}#{suffix}",
-        channel=inbound.channel,
-        address=inbound.address,
+        channel=channel,
+        address=address,
         text=text,
         kind=reply.kind,
         buttons=[list(row) for row in buttons],
@@ -42,8 +54,8 @@ def render_reply(w: Work, reply: Reply, index: int, number: str | None, now: dat
         request_number=number,
         deadline=deadline,
         in_reply_to=inbound.id,
-        subject=reply_subject(inbound.subject, number),
-        thread=reply_thread(inbound),
+        subject=reply_subject(inbound.subject, number) if to is None else None,
+        thread=reply_thread(inbound) if to is None else [],
         author="hub",
         created_at=now,
     )

@@ -45,8 +45,11 @@ class Router:
         texts: Texts,
         policy: DeadlinePolicy,
         clock: Callable[[], datetime] = utcnow,
+        phone_channel: str | None = None,
     ) -> None:
         self.journal = journal
+        self.phone_channel = phone_channel
+        """Where residents whose channel has no way back are told their request by phone number (SMS)."""
         self.bus = bus
         self.texts = texts
         self.policy = policy
@@ -97,7 +100,7 @@ class Router:
             w.step = decide(situation_of(w, loaded, now), w.extracted)
         plan = Plan()
         await number_and_link(self.journal, self.policy, loaded.work, redelivered, now, plan)
-        current = Round(plan, outcome, loaded, self.texts, self.policy, now)
+        current = Round(plan, outcome, loaded, self.texts, self.policy, now, self.phone_channel)
         for w in loaded.work:
             record(w, current)
         await self.journal.commit(plan)

@@ -58,6 +58,7 @@ def make_settings(database: EmbeddedDatabase, amqp: str, unique: str, tmp_path: 
         "smtp_url": "",
         "voicemail_spool": None,
         "mango_api_key": "",
+        "sms_ru_api_id": "",
     }
     values.update(extra)
     return Settings(_env_file=None, **values)
