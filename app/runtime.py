@@ -33,7 +33,7 @@ from channels import REGISTRY, channel_class
 from channels.base import Channel, ChannelContext
 from channels.delivery import DeliveryWorker
 from domain.deadlines import DeadlinePolicy
-from inbox import init_inbox
+from inbox import init_crew, init_inbox
 from inbox.actions import ChannelDirectory
 from journal.repository import Journal
 from router.deadletters import DeadLetterRecorder
@@ -119,7 +119,8 @@ class Hub:
         routes: list[web.AbstractRouteDef] = []
         subapps: list[tuple[str, web.Application]] = []
         if "inbox" in self.parts:
-            subapps.append(("/inbox", init_inbox(s, self.journal, self.bus, texts, directory)))
+            inbox_app = init_inbox(s, self.journal, self.bus, texts, directory)
+            subapps.extend([("/inbox", inbox_app), ("/crew", init_crew(inbox_app))])
             routes.extend([web.get("/", _to_inbox), web.get("/inbox", _to_inbox)])
         remote = [c.name for c in (channel_class(n) for n in REGISTRY) if not c.profile.local_delivery]
         cleanup = [_queue_depth_ctx(self.bus, remote)]

@@ -106,8 +106,9 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         response.headers.setdefault("X-Frame-Options", "DENY")
 
 
-UPLOAD_PATHS = ("/inbox/r/",)
-"""Only a signed-in dispatcher's photo report may exceed the ordinary body limit."""
+UPLOAD_PATHS = ("/inbox/r/", "/crew/")
+"""Only a signed-in dispatcher's photo report, or an executor's from the crew app (a personal link), may
+exceed the ordinary body limit."""
 
 
 def body_limit(limit: int, upload_limit: int) -> Any:

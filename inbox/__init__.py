@@ -19,8 +19,11 @@ from adshub.settings import Settings
 from bots.texts import Texts
 from domain.deadlines import DeadlinePolicy
 from inbox.actions import ChannelDirectory, Inbox
+from inbox.calendar import Scheduling
+from inbox.crew import init_crew
+from inbox.crew import routes as crew_routes
 from inbox.live import EventHub
-from inbox.views import INBOX, LIVE, THROTTLE, USERS, LoginThrottle, auth_middleware, routes
+from inbox.views import INBOX, LIVE, SCHEDULING, THROTTLE, USERS, LoginThrottle, auth_middleware, routes
 from inbox.work import SEARCH
 from inbox.work import routes as work_routes
 from journal.repository import Journal
@@ -40,12 +43,17 @@ def init_inbox(
     app[LIVE] = EventHub(bus, listeners=(inbox.board.noted,))
     app[THROTTLE] = LoginThrottle()
     app[SEARCH] = SearchIndex(journal)
+    app[SCHEDULING] = Scheduling(inbox)
+    app.router.add_routes(crew_routes)
     app.router.add_routes(work_routes)
     app.router.add_routes(routes)
     app.cleanup_ctx.append(_start_live)
     app.cleanup_ctx.append(_warm_search)
     app.on_shutdown.append(_close_live)
     return app
+
+
+__all__ = ["init_crew", "init_inbox"]
 
 
 async def _start_live(app: web.Application) -> AsyncIterator[None]:

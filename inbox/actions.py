@@ -114,10 +114,13 @@ class PersonView:
 class Actor:
     login: str
     name: str
+    kind: str = "dispatcher"
+    """``dispatcher``, or ``executor`` acting from the crew app (``login`` is then the staff id)."""
 
     @property
     def audit_name(self) -> str:
-        return f"dispatcher:{self.login}"
+        """What the audit trail keeps: a dispatcher's login, an executor's name (the staff directory may change)."""
+        return f"executor:{self.name}" if self.kind == "executor" else f"dispatcher:{self.login}"
 
 
 def required_on_close(category: str) -> list[str]:
@@ -518,6 +521,18 @@ class Inbox:
             reason=visit["reason"],
         )
         await self._notify_resident(request, text, "notice")
+
+    async def clear_visit(self, number: str, was: str, actor: Actor, now: datetime) -> None:
+        """The visit is off (its booking cancelled): the card stops showing it, the trail keeps it."""
+        await self.desk.change_request(
+            number,
+            {"visit": None, "updated_at": now},
+            self._audit_entry(number, actor, "visit_cancelled", {"visit": was}, now),
+        )
+        await self._updated(number, "visit")
+
+    async def tell_resident(self, request: RequestDoc, text: str) -> Outbound | None:
+        return await self._notify_resident(request, text, "notice")
 
     @staticmethod
     def _channel_of(request: RequestDoc) -> str:

@@ -20,7 +20,9 @@ from adshub.ratelimit import RateLimiter
 from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES
+from domain.schedule import hours_doc, parse_hours
 from inbox.actions import STATUSES, Actor, Inbox
+from inbox.calendar import Scheduling, staff_extras
 from inbox.live import EventHub
 from inbox.reports import build_report
 from inbox.wording import clock_name
@@ -30,6 +32,7 @@ from journal.export import JournalWorkbook, csv_text, export_row
 from journal.users import ACTION_NAMES, ROLE_NAMES, ROLES, Session, Users, rank
 
 INBOX = web.AppKey("inbox", Inbox)
+SCHEDULING = web.AppKey("scheduling", Scheduling)
 USERS = web.AppKey("users", Users)
 LIVE = web.AppKey("live", EventHub)
 SESSION_COOKIE = "adshub_session"
@@ -370,8 +373,21 @@ async def staff_page(request: web.Request) -> web.StreamResponse:
     return page(
         request,
         "inbox/staff.html",
-        {"staff": await inbox.staff(), "executor_channels": inbox.channels.executor_channels(configured_only=False)},
+        {
+            "staff": await inbox.staff(),
+            "executor_channels": inbox.channels.executor_channels(configured_only=False),
+            **staff_extras(),
+        },
     )
+
+
+def _hours(text: str) -> dict[str, list[list[str]]]:
+    if not text.strip():
+        return {}
+    try:
+        return hours_doc(parse_hours(text))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"Часы работы: {exc}") from None
 
 
 @routes.post("/staff")
@@ -389,6 +405,7 @@ async def staff_change(request: web.Request) -> web.StreamResponse:
         "_id": secrets.token_hex(8),
         "name": name[:200],
         "trade": str(form.get("trade", ""))[:100],
+        "hours": _hours(str(form.get("hours", ""))),
         "kind": "contractor" if form.get("kind") == "contractor" else "staff",
         "phone": str(form.get("phone", ""))[:40],
         "active": True,

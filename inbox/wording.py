@@ -20,6 +20,7 @@ ACTIONS = {
     "address": "Изменён адрес",
     "executor": "Назначен исполнитель",
     "visit": "Запланирован визит",
+    "visit_cancelled": "Визит отменён",
     "note": "Заметка",
     "status": "Изменён статус",
     "clock": "Отмечено выполнение срока",
@@ -178,6 +179,8 @@ def actor_name(actor: str, people: Mapping[str, str]) -> str:
         return people.get(who, who)
     if kind == "resident":
         return "Житель"
+    if kind == "executor":
+        return f"{who} (исполнитель)"
     return people.get(actor, actor or "—")
 
 

@@ -19,11 +19,26 @@ from multidict import MultiDictProxy
 
 from adshub.errors import InvalidInput, NotFound
 from adshub.web import SETTINGS, read_form
+from domain.schedule import TRADES, slot_label
 from inbox.actions import NOTICE_WAYS, STATUSES, TRANSITIONS, Actor, required_on_close
+from inbox.calendar import CREW_STEPS, info_reason
 from inbox.rows import QUEUE_NAMES, QUEUES, display_name, nearest_clock, queue_counts
-from inbox.views import INBOX, LIVE, SESSION, USERS, actor_of, back, login_page, now, page, require, session_of
+from inbox.views import (
+    INBOX,
+    LIVE,
+    SCHEDULING,
+    SESSION,
+    USERS,
+    actor_of,
+    back,
+    login_page,
+    now,
+    page,
+    require,
+    session_of,
+)
 from inbox.wording import audit_lines, in_lifecycle_order
-from journal.documents import UserDoc
+from journal.documents import RequestDoc, UserDoc
 from journal.search import SearchIndex
 
 SEARCH = web.AppKey("search", SearchIndex)
@@ -129,13 +144,21 @@ async def _conversation_context(request: web.Request, conversation_id: str) -> d
         "profile": profile,
         "canned": await inbox.canned_replies(view.active),
         "colleagues": [u for u in users if not u.get("disabled")],
-        **await _card_context(request),
+        **await _card_context(request, view.active),
     }
 
 
-async def _card_context(request: web.Request) -> dict[str, Any]:
+async def _card_context(request: web.Request, doc: RequestDoc | None = None) -> dict[str, Any]:
     inbox = request.app[INBOX]
+    scheduling = request.app[SCHEDULING]
+    open_request = doc is not None and doc.get("status") not in ("done", "cancelled")
     return {
+        "booking": await scheduling.bookings.active_of_request(doc["_id"]) if doc is not None else None,
+        "offers": await scheduling.offers(doc, now()) if doc is not None and open_request else [],
+        "default_reason": info_reason(doc) if doc is not None else "",
+        "trades": TRADES,
+        "crew_steps": CREW_STEPS,
+        "slot_label": lambda value: slot_label(value, now(), request.app[SETTINGS].zone),
         "staff": await inbox.staff(),
         "statuses": STATUSES,
         "transitions": {k: in_lifecycle_order(v) for k, v in TRANSITIONS.items()},
@@ -220,7 +243,7 @@ async def _request_context(request: web.Request, number: str) -> dict[str, Any]:
         "request": doc,
         "audit": audit_lines(list(audit), inbox.texts.local, await _people(request), inbox.channels.titles()),
         "incident": incident,
-        **await _card_context(request),
+        **await _card_context(request, doc),
     }
 
 
@@ -305,6 +328,14 @@ async def request_action(request: web.Request) -> web.StreamResponse:
             await inbox.plan_visit(
                 number, _datetime(str(form.get("at", "")), request), str(form.get("reason", "")), staff_id, actor, t
             )
+        elif action == "book":
+            staff_id = str(form.get("staff", ""))
+            if not staff_id:
+                raise InvalidInput("Выберите исполнителя")
+            start = _datetime(str(form.get("start", "")), request)
+            await request.app[SCHEDULING].book(number, staff_id, start, str(form.get("reason", "")), actor, t)
+        elif action == "unbook":
+            await request.app[SCHEDULING].cancel(number, actor, t)
         elif action == "note":
             await inbox.add_note(number, str(form.get("text", "")), actor, t)
         elif action == "status":

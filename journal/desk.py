@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 
 from domain.address import building_key, extract_address, street_key
 from domain.clocks import completed, next_due
@@ -436,6 +437,45 @@ class Desk:
 
     async def add_staff(self, person: StaffDoc) -> None:
         await self.journal.staff.insert_one(person)
+
+    async def update_staff(self, staff_id: str, fields: Mapping[str, Any]) -> bool:
+        found = await self.journal.staff.update_one({"_id": staff_id}, {"$set": dict(fields)})
+        return found.matched_count == 1
+
+    async def set_crew_key(self, staff_id: str, key: str) -> bool:
+        return await self.update_staff(staff_id, {"crew_key": key})
+
+    async def person_by_crew_key(self, key: str) -> StaffDoc | None:
+        return await self.journal.staff.find_one({"crew_key": key})
+
+    async def open_requests_of_executor(self, staff_id: str) -> list[RequestDoc]:
+        cursor = self.journal.requests.find({"executor.id": staff_id, "status": {"$in": list(OPEN_STATUSES)}}, LISTED)
+        return [doc async for doc in cursor.limit(200)]
+
+    async def flat_history(self, request: RequestDoc, limit: int = 5) -> list[RequestDoc]:
+        """Earlier requests from the same flat (the same building when the flat is unknown), newest first."""
+        address = request.get("address") or {}
+        key = address.get("key")
+        if not key:
+            return []
+        query: dict[str, Any] = {"address.key": key, "registered_at": {"$lt": request["registered_at"]}}
+        cursor = self.journal.requests.find(query, LISTED).sort("registered_at", DESCENDING).limit(50)
+        flat = address.get("flat")
+        found = [doc async for doc in cursor if not flat or (doc.get("address") or {}).get("flat") == flat]
+        return found[:limit]
+
+    async def first_crew_action(self, action_id: str, number: str, staff_id: str, step: str, at: datetime) -> bool:
+        """Record an action from the crew app once; False when the phone sent it before."""
+        try:
+            await self.journal.crew_actions.insert_one(
+                {"_id": action_id, "request": number, "staff_id": staff_id, "step": step, "at": at}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def crew_progress(self, number: str, step: str, at: datetime) -> None:
+        await self.journal.requests.update_one({"_id": number}, {"$set": {f"crew.{step}": at, "updated_at": at}})
 
     async def deactivate_staff(self, staff_id: str) -> None:
         await self.journal.staff.update_one({"_id": staff_id}, {"$set": {"active": False}})

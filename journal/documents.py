@@ -206,6 +206,8 @@ class RequestDoc(TypedDict, total=False):
     deadline: datetime | None
     executor: dict[str, Any] | None
     visit: dict[str, Any] | None
+    crew: dict[str, datetime]
+    """When the executor reported each step from the crew app (accepted, on_way, on_site, localized, done)."""
     notes: list[dict[str, Any]]
     result: dict[str, Any] | None
     closed_at: datetime | None
@@ -306,6 +308,32 @@ class StaffDoc(TypedDict, total=False):
     telegram: str | None
     active: bool
     created_at: datetime
+    hours: dict[str, list[list[str]]]
+    """Working intervals by weekday ("0" is Monday): ``{"0": [["08:00", "17:00"]]}``."""
+    absences: list[dict[str, Any]]
+    """Leave, sick days, days off and extra shifts: ``{"first", "last", "kind", "hours"}``."""
+    buildings: list[str]
+    """Building keys the executor serves; empty serves every building."""
+    crew_key: str | None
+    """SHA-256 of the personal link's secret to the crew app; the link itself is shown once."""
+
+
+class BookingDoc(TypedDict, total=False):
+    """An executor's time taken for a request: the visit the resident is told about."""
+
+    _id: Required[str]
+    staff_id: str
+    staff_name: str
+    request_number: str
+    start: datetime
+    end: datetime
+    reason: str
+    status: str
+    """``booked`` or ``cancelled``."""
+    by: str
+    at: datetime
+    cancelled_at: datetime
+    cancelled_by: str
 
 
 class BuildingDoc(TypedDict, total=False):

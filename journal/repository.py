@@ -42,6 +42,7 @@ from domain.clocks import Alert
 from domain.deadlines import CLOCK_LABELS
 from journal.documents import (
     AuditDoc,
+    BookingDoc,
     BuildingDoc,
     CannedReplyDoc,
     ClockDoc,
@@ -165,6 +166,10 @@ class Journal:
             self.db, "delivery_reports", DeliveryReportDoc
         )
         self.quotas: AsyncCollection[dict[str, Any]] = self.db["quotas"]
+        self.bookings: AsyncCollection[BookingDoc] = _collection(self.db, "bookings", BookingDoc)
+        self.booking_cells: AsyncCollection[dict[str, Any]] = self.db["booking_cells"]
+        self.crew_actions: AsyncCollection[dict[str, Any]] = self.db["crew_actions"]
+        """One record per executor and 30-minute cell booked (``journal.bookings``): what refuses a double booking."""
         self.transactions = False
         self._counted_years: set[int] = set()
         """Whether the server runs multi-document transactions (a replica set member, mongos, the embedded one)."""
@@ -266,9 +271,20 @@ class Journal:
                 IndexModel([("category", ASCENDING), ("registered_at", DESCENDING)], name="category"),
                 IndexModel([("channel", ASCENDING), ("registered_at", DESCENDING)], name="channel"),
                 IndexModel([("breached", ASCENDING), ("registered_at", DESCENDING)], name="breached", sparse=True),
+                IndexModel([("executor.id", ASCENDING), ("status", ASCENDING)], name="executor", sparse=True),
             ]
         )
         await self.deliveries.create_indexes([IndexModel([("request_number", ASCENDING)], name="request", sparse=True)])
+        await self.bookings.create_indexes(
+            [
+                IndexModel([("staff_id", ASCENDING), ("start", ASCENDING)], name="staff_time"),
+                IndexModel([("request_number", ASCENDING)], name="request"),
+            ]
+        )
+        await self.booking_cells.create_indexes(
+            [IndexModel([("staff_id", ASCENDING), ("at", ASCENDING)], name="staff_time")]
+        )
+        await self.staff.create_indexes([IndexModel([("crew_key", ASCENDING)], name="crew_key", sparse=True)])
         await self.delivery_reports.create_indexes(
             [IndexModel([("channel", ASCENDING), ("final", ASCENDING), ("sent_at", ASCENDING)], name="pending")]
         )

@@ -319,6 +319,14 @@
     else if (e.key === "g") { window.location.href = "/inbox/"; }
   });
 
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form.classList || !form.classList.contains("book-slot")) { return; }
+    var card = form.closest(".booking");
+    var typed = card ? card.querySelector("[data-booking-reason]") : null;
+    if (typed && form.elements.reason) { form.elements.reason.value = typed.value; }
+  }, true);
+
   wire();
   tick();
   window.setInterval(tick, 1000);
