@@ -1,9 +1,10 @@
-"""A field crew in real browsers, for a burst hot-water pipe: two dispatchers book the same plumber's slot
-from the request card at once (one gets it, the other a clear refusal), the resident hears who comes, when and why; the plumber, on
-a 390 px phone opened by his personal link, accepts while offline (the press goes when the network
-returns, once), drives, arrives, localizes, uploads a photo through the page's file input, enters the materials and
-closes; the resident gets the closing message and the survey, and every clock of the request is met and
-closed. Screenshots of the card, the calendar and the crew app at 1280 and 390 px go to the artifacts."""
+"""A field crew in real browsers, for a burst hot-water pipe: two dispatchers book the same plumber's
+slot from the request card at once (one gets it, the other a clear refusal), the resident hears who
+comes, when and why; the plumber, on a 390 px phone opened by his personal link, accepts while offline
+(the press goes when the network returns, once), drives, arrives, localizes, uploads a photo through the
+page's file input, enters the materials and closes; the resident gets the closing message and the
+survey, and every clock of the request is met and closed. Screenshots of the card, the calendar and the
+crew app at 1280 and 390 px go to the artifacts."""
 
 from __future__ import annotations
 
