@@ -76,6 +76,12 @@ class Topology:
         return f"inbound.{self.shard_of(conversation_key)}"
 
     @property
+    def crew_queue(self) -> str:
+        """Executors' own messages to the bot (their jobs and buttons), handed on by the router: the
+        dispatchers' side answers them, one message at a time in order."""
+        return f"{self.prefix}.crew"
+
+    @property
     def outbound_exchange(self) -> str:
         return f"{self.prefix}.outbound"
 
@@ -98,7 +104,7 @@ class Topology:
         return {"x-queue-type": self.queue_type, **extra}
 
     def all_queues(self, channels: Sequence[str]) -> list[str]:
-        return [*self.inbound_queues, self.dead_queue, *(self.outbound_queue(c) for c in channels)]
+        return [*self.inbound_queues, self.crew_queue, self.dead_queue, *(self.outbound_queue(c) for c in channels)]
 
     def all_exchanges(self) -> list[str]:
         return [self.inbound_exchange, self.outbound_exchange, self.events_exchange, self.dead_exchange]
@@ -273,6 +279,8 @@ class Bus(Protocol):
 
     async def publish_inbound(self, inbound: Inbound) -> None: ...
 
+    async def publish_crew(self, inbound: Inbound) -> None: ...
+
     async def publish_outbound(self, outbound: Outbound) -> None: ...
 
     async def publish_outbounds(self, outbounds: Sequence[Outbound]) -> None: ...
@@ -299,6 +307,8 @@ class Bus(Protocol):
     async def consume_inbound(
         self, handler: BatchHandler, *, max_batch: int = 1, max_wait: float = 0.0, lanes: int = 1
     ) -> Consumer: ...
+
+    async def consume_crew(self, handler: BatchHandler) -> Consumer: ...
 
     async def consume_private(
         self, exchange: str, routing_keys: Sequence[str], handler: BatchHandler, *, max_batch: int = 50
@@ -358,6 +368,14 @@ class RabbitBus:
                 ),
             )
             await inbound.bind(self._exchanges["inbound"], routing_key=f"inbound.{n}")
+        crew = await channel.declare_queue(
+            t.crew_queue,
+            durable=True,
+            arguments=t.queue_arguments(
+                **{"x-dead-letter-exchange": t.dead_exchange, "x-single-active-consumer": True}
+            ),
+        )
+        await crew.bind(self._exchanges["inbound"], routing_key="crew")
 
     async def declare_outbound_queue(self, channel_name: str) -> str:
         assert self._publish_channel is not None
@@ -422,6 +440,10 @@ class RabbitBus:
         await self._publish(
             "inbound", self.topology.inbound_key(key), inbound.model_dump_json().encode(), inbound.id, {"x-lane": key}
         )
+
+    async def publish_crew(self, inbound: Inbound) -> None:
+        """An executor's message, on to the crew queue; returns once the broker confirmed it."""
+        await self._publish("inbound", "crew", inbound.model_dump_json().encode(), inbound.id)
 
     async def publish_outbound(self, outbound: Outbound) -> None:
         await self._publish("outbound", outbound.channel, outbound.model_dump_json().encode(), outbound.id)
@@ -494,6 +516,9 @@ class RabbitBus:
         await consumer.start()
         self._consumers.append(consumer)
         return consumer
+
+    async def consume_crew(self, handler: BatchHandler) -> Consumer:
+        return await self.consume(self.topology.crew_queue, handler, max_batch=1)
 
     async def consume_private(
         self, exchange: str, routing_keys: Sequence[str], handler: BatchHandler, *, max_batch: int = 50

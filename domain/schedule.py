@@ -60,6 +60,23 @@ SLOT_LENGTH: dict[Category, timedelta] = {
 DAY_NAMES = ("пн", "вт", "ср", "чт", "пт", "сб", "вс")
 EXCEPTION_KINDS = {"leave": "отпуск", "sick": "больничный", "off": "выходной", "shift": "дополнительная смена"}
 
+CREW_STEPS: dict[str, tuple[str, str | None]] = {
+    "accepted": ("Принял", "accepted"),
+    "on_way": ("Выехал", "in_work"),
+    "on_site": ("На месте", "in_work"),
+    "localized": ("Локализовано", "localized"),
+    "done": ("Выполнено", "done"),
+}
+"""The crew app's buttons: what the executor reports and the request status it moves to."""
+
+
+def crew_buttons(number: str, done: Iterable[str] = ()) -> list[list[tuple[str, str]]]:
+    """The steps an executor has not reported yet, as messenger buttons (``crew:<step>:<number>``), three a row."""
+    finished = set(done)
+    row = [(label, f"crew:{step}:{number}") for step, (label, _) in CREW_STEPS.items() if step not in finished]
+    return [row[i : i + 3] for i in range(0, len(row), 3)]
+
+
 Hours = dict[int, list[tuple[time, time]]]
 """Working intervals by weekday (0 is Monday)."""
 
@@ -148,7 +165,14 @@ def working_spans(
     for absence in absences:
         if absence.first <= day <= absence.last:
             spans = list(absence.hours) if absence.kind == "shift" else []
-    return [(datetime.combine(day, a, zone), datetime.combine(day, b, zone)) for a, b in spans]
+    return [(datetime.combine(day, a, zone), _end_of(day, b, zone)) for a, b in spans]
+
+
+def _end_of(day: date, end: time, zone: ZoneInfo) -> datetime:
+    """23:59 stands for midnight («до 24:00»): a shift to the end of the day ends at the next day's 00:00."""
+    if end == time(23, 59):
+        return datetime.combine(day + timedelta(days=1), time(0), zone)
+    return datetime.combine(day, end, zone)
 
 
 def cells(start: datetime, length: timedelta) -> list[datetime]:

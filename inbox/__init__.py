@@ -22,8 +22,9 @@ from inbox.actions import ChannelDirectory, Inbox
 from inbox.calendar import Scheduling
 from inbox.crew import init_crew
 from inbox.crew import routes as crew_routes
+from inbox.crewbot import CrewBot
 from inbox.live import EventHub
-from inbox.views import INBOX, LIVE, SCHEDULING, THROTTLE, USERS, LoginThrottle, auth_middleware, routes
+from inbox.views import CREWBOT, INBOX, LIVE, SCHEDULING, THROTTLE, USERS, LoginThrottle, auth_middleware, routes
 from inbox.work import SEARCH
 from inbox.work import routes as work_routes
 from journal.repository import Journal
@@ -44,16 +45,23 @@ def init_inbox(
     app[THROTTLE] = LoginThrottle()
     app[SEARCH] = SearchIndex(journal)
     app[SCHEDULING] = Scheduling(inbox)
+    app[CREWBOT] = CrewBot(app[SCHEDULING], bus)
     app.router.add_routes(crew_routes)
     app.router.add_routes(work_routes)
     app.router.add_routes(routes)
     app.cleanup_ctx.append(_start_live)
+    app.cleanup_ctx.append(_start_crewbot)
     app.cleanup_ctx.append(_warm_search)
     app.on_shutdown.append(_close_live)
     return app
 
 
 __all__ = ["init_crew", "init_inbox"]
+
+
+async def _start_crewbot(app: web.Application) -> AsyncIterator[None]:
+    await app[CREWBOT].start()
+    yield
 
 
 async def _start_live(app: web.Application) -> AsyncIterator[None]:

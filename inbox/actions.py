@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from adshub.bus import Bus
-from adshub.contract import ChannelProfile, Event, Outbound, OutboundFile, OutboundKind
+from adshub.contract import Button, ChannelProfile, Event, Outbound, OutboundFile, OutboundKind
 from adshub.errors import InvalidInput, NotFound
 from adshub.settings import Settings
 from bots.dialogue import State, survey_buttons
@@ -25,6 +25,7 @@ from domain.categories import CATEGORIES, Category, info
 from domain.clocks import carried_over, next_due
 from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
 from domain.phones import normalize_phone
+from domain.schedule import crew_buttons
 from domain.threading import reply_subject
 from inbox.board import Board
 from inbox.canned import DEFAULT_CANNED, fill_placeholders
@@ -470,6 +471,7 @@ class Inbox:
         """On the first channel that notifies executors and has the person's address under its name."""
         context = {**self.texts.request_context(request), "executor": person["name"]}
         addresses: Mapping[str, object] = person
+        linked = set(person.get("links") or [])
         for profile in self.channels.executor_channels():
             address = addresses.get(profile.name)
             if not address:
@@ -480,6 +482,10 @@ class Inbox:
                 address=str(address),
                 text=self.texts.render("assignment", profile.name, **context),
                 kind="notice",
+                buttons=[
+                    [Button(text=t, data=d) for t, d in row]
+                    for row in (crew_buttons(request["_id"]) if f"{profile.name}:{address}" in linked else [])
+                ],
                 request_number=request["_id"],
                 author="hub",
                 subject=f"Назначена заявка № {request['_id']}" if profile.threads_by_subject else None,

@@ -20,6 +20,7 @@ from adshub.contract import Outbound
 from adshub.errors import InvalidInput, NotFound
 from domain.categories import Category, info
 from domain.schedule import (
+    CREW_STEPS,
     EXCEPTION_KINDS,
     TRADES,
     Absence,
@@ -39,16 +40,6 @@ from journal.documents import OPEN_STATUSES, BookingDoc, RequestDoc, StaffDoc, o
 
 class SlotTaken(InvalidInput):
     """Another dispatcher booked the time a moment earlier."""
-
-
-CREW_STEPS: dict[str, tuple[str, str | None]] = {
-    "accepted": ("Принял", "accepted"),
-    "on_way": ("Выехал", "in_work"),
-    "on_site": ("На месте", "in_work"),
-    "localized": ("Локализовано", "localized"),
-    "done": ("Выполнено", "done"),
-}
-"""The crew app's buttons: what the executor reports and the request status it moves to."""
 
 
 def absences_of(person: StaffDoc) -> list[Absence]:

@@ -21,10 +21,10 @@ from adshub.errors import InvalidInput, NotFound
 from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES
-from domain.schedule import EXCEPTION_KINDS, TRADES, hours_doc, parse_hours
+from domain.schedule import CREW_STEPS, EXCEPTION_KINDS, TRADES, hours_doc, parse_hours
 from inbox.actions import required_on_close
-from inbox.calendar import CREW_STEPS, Scheduling, ics_feed
-from inbox.views import INBOX, SCHEDULING, now, page, require
+from inbox.calendar import Scheduling, ics_feed
+from inbox.views import CREWBOT, INBOX, SCHEDULING, now, page, require
 from inbox.work import _uploads
 
 routes = web.RouteTableDef()
@@ -101,8 +101,13 @@ async def staff_link(request: web.Request) -> web.StreamResponse:
     except NotFound:
         raise web.HTTPNotFound(text="Сотрудник не найден") from None
     person = await request.app[INBOX].desk.person(request.match_info["staff"])
+    code = await request.app[CREWBOT].issue_code(request.match_info["staff"], now())
     base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
-    return page(request, "inbox/crew_link.html", {"person": person, "link": f"{base}/crew/{token}"})
+    return page(
+        request,
+        "inbox/crew_link.html",
+        {"person": person, "link": f"{base}/crew/{token}", "telegram_command": f"/start crew-{code}"},
+    )
 
 
 # -- the crew app --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from domain.categories import CATEGORIES
 from domain.schedule import hours_doc, parse_hours
 from inbox.actions import STATUSES, Actor, Inbox
 from inbox.calendar import Scheduling, staff_extras
+from inbox.crewbot import CrewBot
 from inbox.live import EventHub
 from inbox.reports import build_report
 from inbox.wording import clock_name
@@ -33,6 +34,7 @@ from journal.users import ACTION_NAMES, ROLE_NAMES, ROLES, Session, Users, rank
 
 INBOX = web.AppKey("inbox", Inbox)
 SCHEDULING = web.AppKey("scheduling", Scheduling)
+CREWBOT = web.AppKey("crewbot", CrewBot)
 USERS = web.AppKey("users", Users)
 LIVE = web.AppKey("live", EventHub)
 SESSION_COOKIE = "adshub_session"

@@ -19,9 +19,9 @@ from multidict import MultiDictProxy
 
 from adshub.errors import InvalidInput, NotFound
 from adshub.web import SETTINGS, read_form
-from domain.schedule import TRADES, slot_label
+from domain.schedule import CREW_STEPS, TRADES, slot_label
 from inbox.actions import NOTICE_WAYS, STATUSES, TRANSITIONS, Actor, required_on_close
-from inbox.calendar import CREW_STEPS, info_reason
+from inbox.calendar import info_reason
 from inbox.rows import QUEUE_NAMES, QUEUES, display_name, nearest_clock, queue_counts
 from inbox.views import (
     INBOX,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
@@ -447,6 +447,24 @@ class Desk:
 
     async def person_by_crew_key(self, key: str) -> StaffDoc | None:
         return await self.journal.staff.find_one({"crew_key": key})
+
+    async def person_by_link(self, conversation_key: str) -> StaffDoc | None:
+        return await self.journal.staff.find_one({"links": conversation_key, "active": {"$ne": False}})
+
+    async def link_chat(
+        self, code_hash: str, channel: str, conversation_key: str, address: str, now: datetime
+    ) -> StaffDoc | None:
+        """Link an executor's chat by the one-time code they sent; the code is spent, and the chat becomes
+        the executor's address on its channel."""
+        return await self.journal.staff.find_one_and_update(
+            {"telegram_code": code_hash, "telegram_code_until": {"$gt": now}, "active": {"$ne": False}},
+            {
+                "$addToSet": {"links": conversation_key},
+                "$set": {channel: address},
+                "$unset": {"telegram_code": "", "telegram_code_until": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def open_requests_of_executor(self, staff_id: str) -> list[RequestDoc]:
         cursor = self.journal.requests.find({"executor.id": staff_id, "status": {"$in": list(OPEN_STATUSES)}}, LISTED)

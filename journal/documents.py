@@ -316,6 +316,13 @@ class StaffDoc(TypedDict, total=False):
     """Building keys the executor serves; empty serves every building."""
     crew_key: str | None
     """SHA-256 of the personal link's secret to the crew app; the link itself is shown once."""
+    links: list[str]
+    """Chats the executor linked to the bot (``telegram:<chat id>``): the router hands their messages to the
+    crew queue instead of registering them."""
+    telegram_code: str
+    telegram_code_until: datetime
+    crew_chat: dict[str, Any]
+    """Where the executor is in closing a request through the bot (the request, what was done, photos)."""
 
 
 class BookingDoc(TypedDict, total=False):

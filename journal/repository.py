@@ -675,6 +675,11 @@ class Journal:
         cursor = self.delivery_reports.find({"_id": {"$in": list(outbound_ids)}})
         return {doc["_id"]: doc async for doc in cursor}
 
+    async def staff_links(self) -> set[str]:
+        """The conversations (``telegram:<chat id>``) executors linked to the bot: their messages are not residents'."""
+        cursor = self.staff.find({"active": {"$ne": False}}, {"links": 1})
+        return {str(link) async for doc in cursor for link in doc.get("links") or []}
+
     async def take_quota(self, key: str, amount: int, limit: int) -> bool:
         """Count ``amount`` against ``key``'s ``limit`` (SMS parts a day) unless it would pass it; shared by
         every process, so two delivery workers cannot both take the last parts."""

@@ -13,6 +13,8 @@ side — acks, backoff, dead letters — is ``consumer``.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -35,6 +37,17 @@ log = logging.getLogger("adshub.router")
 MAX_BATCH = 64
 LANES = 1
 """Batches in flight at once; one conversation always stays in one lane."""
+CREW_LINKS_TTL = 15.0
+CREW_LINK = re.compile(r"^/(?:start|crew)\s+crew-[A-Za-z0-9_-]{6,64}$")
+"""What an executor sends the bot once to link their chat (the deep link ``?start=crew-<code>``)."""
+
+
+def is_crew_traffic(inbound: Inbound) -> bool:
+    """The command that links an executor's chat, or a press of a crew button (even from a chat linked a
+    moment ago, before the router re-read the links)."""
+    if inbound.kind == "callback":
+        return str(inbound.payload.get("data") or "").startswith("crew:")
+    return bool(CREW_LINK.match(inbound.text.strip()))
 
 
 class Router:
@@ -49,6 +62,9 @@ class Router:
     ) -> None:
         self.journal = journal
         self.phone_channel = phone_channel
+        self._crew_links: set[str] = set()
+        self._links_read_at = -CREW_LINKS_TTL
+        self._linking_until = 0.0
         """Where residents whose channel has no way back are told their request by phone number (SMS)."""
         self.bus = bus
         self.texts = texts
@@ -63,8 +79,25 @@ class Router:
     async def handle(self, deliveries: list[Delivery]) -> Finish | None:
         return await self.consumer.handle(deliveries)
 
+    async def _hand_to_crew(self, inbounds: Sequence[Inbound]) -> list[Inbound]:
+        """Messages of executors' linked chats (and the command that links one) are not residents': they go on
+        to the crew queue, which the dispatchers' side answers. The linked chats are re-read every
+        ``CREW_LINKS_TTL`` seconds, and every round for a minute after a chat asked to be linked (the link is
+        written by the crew side a moment later)."""
+        now = time.monotonic()
+        if now - self._links_read_at > CREW_LINKS_TTL or now < self._linking_until:
+            self._crew_links = await self.journal.staff_links()
+            self._links_read_at = now
+        crew = [i for i in inbounds if i.conversation_key in self._crew_links or is_crew_traffic(i)]
+        for inbound in crew:
+            if inbound.kind != "callback" and inbound.conversation_key not in self._crew_links:
+                self._linking_until = now + 60.0
+            await self.bus.publish_crew(inbound)
+        return [i for i in inbounds if i not in crew] if crew else list(inbounds)
+
     async def process(self, inbounds: Sequence[Inbound], redelivered: set[str] | None = None) -> Outcome:
         """Register, attach or answer each message; several messages of one conversation go in order."""
+        inbounds = await self._hand_to_crew(inbounds)
         outcome = Outcome()
         rounds: list[list[Inbound]] = []
         depth: dict[str, int] = defaultdict(int)

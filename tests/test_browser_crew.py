@@ -124,7 +124,10 @@ async def test_booking_a_plumber_and_closing_from_his_phone(crew_hub: Hub, tmp_p
                 and request["visit"]["employee"] == PLUMBER
             )
 
-            await anna.goto(f"{base}/inbox/calendar?trade=plumber")
+            booked = await journal.bookings.find_one({"request_number": number, "status": "booked"})
+            assert booked is not None
+            day = booked["start"].astimezone(crew_hub.settings.zone).date().isoformat()
+            await anna.goto(f"{base}/inbox/calendar?trade=plumber&day={day}")
             await anna.locator("table.calendar a.booked").filter(has_text=number).wait_for()
             await shoot(anna, "crew-calendar")
 
@@ -161,7 +164,8 @@ async def test_booking_a_plumber_and_closing_from_his_phone(crew_hub: Hub, tmp_p
             await phone.locator(".empty").filter(has_text="заявок нет").wait_for(timeout=10_000)
 
             closed = await wait_for(
-                lambda: journal.requests.find_one({"_id": number, "status": "done"}), what="the request closed"
+                lambda: journal.requests.find_one({"_id": number, "status": "done", "next_due_at": None}),
+                what="closed, clocks stopped",
             )
             assert (
                 closed["result"]["materials"] == "труба PPR 20 мм — 0,5 м; муфта — 2 шт"

@@ -31,6 +31,8 @@ def test_the_weekly_pattern_as_dispatchers_write_it() -> None:
         == "пн 08:00-17:00; вт 08:00-17:00; ср 08:00-17:00; чт 08:00-17:00; пт 08:00-17:00; сб 09:00-13:00"
     )
     assert parse_hours("сб-вс 0:00-24:00")[6] == [(time(0), time(23, 59))]
+    night = free_slots(parse_hours("пн 22:00-24:00"), [], [], MONDAY, timedelta(hours=2), MSK, limit=1)
+    assert night[0].astimezone(MSK).strftime("%a %H:%M") == "Mon 22:00"
     assert set(parse_hours("пт-пн 20:00-23:00")) == {4, 5, 6, 0}
     for nonsense in ("всегда", "пн 17:00-08:00", "пн 25:00-26:00"):
         with pytest.raises(ValueError):
