@@ -154,10 +154,12 @@ class BigLetter:
         self.dovecot.stop()
 
 
-def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], env: dict[str, str], port: int, log: Path, timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while not port_open("127.0.0.1", port):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{command} did not start; see {log}")
@@ -250,7 +252,13 @@ async def main() -> None:
                 floor_result = await drive("floor", floor_port, args.residents, args.messages, args.warmup)
             finally:
                 stop(floor)
-        hub = start([sys.executable, "-m", "app", "run", *parts], hub_env, hub_port, workdir / "hub.log")
+        hub = start(
+            [sys.executable, "-m", "app", "run", *parts],
+            hub_env,
+            hub_port,
+            workdir / "hub.log",
+            timeout=900.0 if args.journal else 60.0,
+        )
         try:
             during = mail.deliver if mail is not None else None
             hub_result = await drive("hub", hub_port, args.residents, args.messages, args.warmup, during)
