@@ -204,6 +204,8 @@ def pressed(data: str) -> str:
         return f"Оценка {parts[2]} по заявке № {parts[1]}"
     if parts[0] == "status" and len(parts) == 2:
         return f"Статус заявки № {parts[1]}"
+    if parts[0] == "slot" and len(parts) == 4:
+        return f"Выбрано время визита по заявке № {parts[1]}"
     return "Нажата кнопка"
 
 

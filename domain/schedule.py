@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from domain.categories import Category
@@ -236,3 +237,76 @@ def slot_label(moment: datetime, now: datetime, zone: ZoneInfo) -> str:
     if local.date() == today + timedelta(days=1):
         return f"завтра {local:%H:%M}"
     return f"{DAY_NAMES[local.weekday()]} {local:%d.%m %H:%M}"
+
+
+RESIDENT_CHOOSES = frozenset({Category.MINOR_REPAIR, Category.PAID_SERVICE})
+"""Where the resident picks the visit time from the bot's buttons; elsewhere the dispatcher books."""
+
+SLOT_DATA = re.compile(r"^slot:(\d{4}-\d{6}):(\d{9,11}):([A-Za-z0-9_-]{1,32})$")
+"""A resident's choice of time: ``slot:<request>:<unix start>:<staff id>`` (64 bytes at most)."""
+
+
+def slot_data(number: str, start: datetime, staff_id: str) -> str:
+    return f"slot:{number}:{int(start.timestamp())}:{staff_id}"
+
+
+def absences_from(docs: Iterable[Mapping[str, Any]]) -> list[Absence]:
+    """The staff directory's exceptions (``{"first", "last", "kind", "hours"}``), the unreadable ones skipped."""
+    found = []
+    for a in docs:
+        try:
+            found.append(
+                Absence(
+                    first=date.fromisoformat(str(a["first"])[:10]),
+                    last=date.fromisoformat(str(a["last"])[:10]),
+                    kind=str(a.get("kind") or "off"),
+                    hours=tuple(hours_of({"0": a.get("hours") or []}).get(0, [])),
+                )
+            )
+        except (KeyError, ValueError, TypeError):
+            continue
+    return found
+
+
+def can_go(person: Mapping[str, Any], category: str, building: str | None) -> bool:
+    """Whether an active executor with working hours fits the request's trade and serves its building."""
+    if person.get("active") is False or not person.get("hours"):
+        return False
+    trades = trades_for(category)
+    if trades and person.get("trade") not in trades:
+        return False
+    served = person.get("buildings") or []
+    return not served or building in served
+
+
+@dataclass(frozen=True)
+class Offered:
+    staff_id: str
+    name: str
+    start: datetime
+
+
+def offered_times(
+    people: Sequence[Mapping[str, Any]],
+    busy: Mapping[str, Sequence[datetime]],
+    now: datetime,
+    category: str,
+    zone: ZoneInfo,
+    limit: int = 4,
+) -> list[Offered]:
+    """The earliest distinct starts any fitting executor is free for, one executor per start."""
+    length = slot_length(category)
+    by_start: dict[datetime, Offered] = {}
+    for person in people:
+        starts = free_slots(
+            hours_of(person.get("hours")),
+            absences_from(person.get("absences") or []),
+            busy.get(str(person["_id"]), []),
+            now,
+            length,
+            zone,
+            limit=limit,
+        )
+        for start in starts:
+            by_start.setdefault(start, Offered(str(person["_id"]), str(person.get("name") or ""), start))
+    return [by_start[s] for s in sorted(by_start)[:limit]]

@@ -121,7 +121,9 @@ class Actor:
     @property
     def audit_name(self) -> str:
         """What the audit trail keeps: a dispatcher's login, an executor's name (the staff directory may change)."""
-        return f"executor:{self.name}" if self.kind == "executor" else f"dispatcher:{self.login}"
+        if self.kind == "executor":
+            return f"executor:{self.name}"
+        return f"{self.kind}:{self.login}"
 
 
 def required_on_close(category: str) -> list[str]:

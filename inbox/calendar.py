@@ -24,13 +24,14 @@ from domain.schedule import (
     EXCEPTION_KINDS,
     TRADES,
     Absence,
+    absences_from,
+    can_go,
     cells,
     fits,
     free_slots,
     hours_of,
     hours_text,
     slot_length,
-    trades_for,
     working_spans,
 )
 from inbox.actions import Actor, Inbox
@@ -43,20 +44,7 @@ class SlotTaken(InvalidInput):
 
 
 def absences_of(person: StaffDoc) -> list[Absence]:
-    found = []
-    for a in person.get("absences") or []:
-        try:
-            found.append(
-                Absence(
-                    first=datetime.fromisoformat(a["first"]).date(),
-                    last=datetime.fromisoformat(a["last"]).date(),
-                    kind=str(a.get("kind") or "off"),
-                    hours=tuple(hours_of({"0": a.get("hours") or []}).get(0, [])),
-                )
-            )
-        except (KeyError, ValueError):
-            continue
-    return found
+    return absences_from(person.get("absences") or [])
 
 
 def crew_key(token: str) -> str:
@@ -86,19 +74,8 @@ class Scheduling:
 
     async def suitable(self, request: RequestDoc) -> list[StaffDoc]:
         """Active executors of the request's trades who serve its building, with working hours set."""
-        trades = trades_for(request.get("category") or "")
         key = (request.get("address") or {}).get("key")
-        found = []
-        for person in await self.inbox.staff():
-            if not person.get("hours"):
-                continue
-            if trades and person.get("trade") not in trades:
-                continue
-            served = person.get("buildings") or []
-            if served and key not in served:
-                continue
-            found.append(person)
-        return found
+        return [p for p in await self.inbox.staff() if can_go(p, request.get("category") or "", key)]
 
     async def offers(self, request: RequestDoc, now: datetime, per_person: int = 3) -> list[Offer]:
         length = slot_length(request.get("category") or "")

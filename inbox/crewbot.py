@@ -23,10 +23,10 @@ from adshub.contract import Button, Inbound, Outbound
 from adshub.errors import InvalidInput, NotFound
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES, Category
-from domain.schedule import CREW_STEPS, crew_buttons
-from inbox.actions import required_on_close
-from inbox.calendar import Job, Scheduling
-from journal.documents import StaffDoc, outbound_doc
+from domain.schedule import CREW_STEPS, RESIDENT_CHOOSES, SLOT_DATA, crew_buttons, offered_times, slot_data, slot_label
+from inbox.actions import Actor, required_on_close
+from inbox.calendar import Job, Scheduling, SlotTaken
+from journal.documents import RequestDoc, StaffDoc, outbound_doc
 
 log = logging.getLogger("adshub.crewbot")
 
@@ -86,6 +86,11 @@ class CrewBot:
         desk = self.inbox.desk
         replies: list[tuple[str, list[list[tuple[str, str]]]]] = []
         text = inbound.text.strip()
+        chosen = SLOT_DATA.match(str(inbound.payload.get("data") or "")) if inbound.kind == "callback" else None
+        if chosen:
+            number, stamp, staff_id = chosen.group(1), chosen.group(2), chosen.group(3)
+            await self._resident_chose(inbound, number, stamp, staff_id, now)
+            return
         linking = LINK.match(text)
         person = await desk.person_by_link(inbound.conversation_key)
         if linking:
@@ -112,6 +117,47 @@ class CrewBot:
         else:
             replies.extend(await self._jobs(person, now))
         await self._say(inbound, replies)
+
+    async def _resident_chose(self, inbound: Inbound, number: str, stamp: str, staff_id: str, now: datetime) -> None:
+        """A resident picked a visit time from the bot's buttons: book it (the visit notice follows on their
+        channel), or offer what is free now if someone took it meanwhile."""
+        try:
+            request, _ = await self.inbox.request(number)
+        except NotFound:
+            return
+        conversation = await self.inbox.desk.conversation(request.get("conversation_id") or "")
+        if conversation is None or (conversation.get("channel"), conversation.get("address")) != (
+            inbound.channel,
+            inbound.address,
+        ):
+            await self._say(inbound, [("Эта кнопка относится к чужой заявке.", [])])
+            return
+        told = conversation["_id"]
+        if request.get("category") not in RESIDENT_CHOOSES or request.get("status") in ("done", "cancelled"):
+            await self._say(inbound, [(f"Время визита по заявке № {number} согласует диспетчер.", [])], told)
+            return
+        actor = Actor(login="resident", name="Житель", kind="resident")
+        start = datetime.fromtimestamp(int(stamp), UTC)
+        try:
+            await self.scheduling.book(number, staff_id, start, "", actor, now)
+        except InvalidInput as exc:
+            offers = offered_times(
+                await self.scheduling.suitable(request),
+                await self._busy(request, now),
+                now,
+                request["category"],
+                self.zone,
+            )
+            buttons = [[(slot_label(o.start, now, self.zone), slot_data(number, o.start, o.staff_id))] for o in offers]
+            lead = "Это время уже заняли." if isinstance(exc, SlotTaken) else str(exc)
+            answer = f"{lead} Выберите другое:" if buttons else f"{lead} Диспетчер свяжется с вами и согласует время."
+            await self._say(inbound, [(answer, buttons)], told)
+
+    async def _busy(self, request: RequestDoc, now: datetime) -> dict[str, list[datetime]]:
+        people = await self.scheduling.suitable(request)
+        return await self.scheduling.bookings.busy(
+            [p["_id"] for p in people], now - timedelta(hours=4), now + timedelta(days=14)
+        )
 
     async def _press(
         self, person: StaffDoc, number: str, step: str, inbound: Inbound, now: datetime
@@ -185,8 +231,15 @@ class CrewBot:
             found.append(("\n".join(line for line in lines if line), job_buttons(job)))
         return found
 
-    async def _say(self, inbound: Inbound, replies: list[tuple[str, list[list[tuple[str, str]]]]]) -> None:
-        person = await self.inbox.desk.person_by_link(inbound.conversation_key)
+    async def _say(
+        self,
+        inbound: Inbound,
+        replies: list[tuple[str, list[list[tuple[str, str]]]]],
+        conversation_id: str | None = None,
+    ) -> None:
+        """Answer in the chat the message came from: an executor's (kept as a message to staff) or, for a
+        resident's choice of time, the resident's conversation."""
+        person = None if conversation_id else await self.inbox.desk.person_by_link(inbound.conversation_key)
         for n, (text, buttons) in enumerate(replies):
             outbound = Outbound(
                 id=f"{inbound.id}#crew{n}",
@@ -195,6 +248,7 @@ class CrewBot:
                 text=text,
                 kind="notice",
                 buttons=[[Button(text=t, data=d) for t, d in row] for row in buttons],
+                conversation_id=conversation_id,
                 author="hub",
             )
             await self.inbox.desk.record_outbound(

@@ -675,6 +675,9 @@ class Journal:
         cursor = self.delivery_reports.find({"_id": {"$in": list(outbound_ids)}})
         return {doc["_id"]: doc async for doc in cursor}
 
+    async def active_staff(self) -> list[StaffDoc]:
+        return [doc async for doc in self.staff.find({"active": {"$ne": False}})]
+
     async def staff_links(self) -> set[str]:
         """The conversations (``telegram:<chat id>``) executors linked to the bot: their messages are not residents'."""
         cursor = self.staff.find({"active": {"$ne": False}}, {"links": 1})

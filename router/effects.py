@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adshub.contract import Event, Inbound, Outbound
-from bots.dialogue import State, pressed
+from adshub.contract import Button, Event, Inbound, Outbound
+from bots.dialogue import Reply, State, pressed
 from bots.texts import Texts
 from domain.classify import classify
 from domain.clocks import carried_over, next_due
 from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
 from domain.phones import is_mobile, normalize_phone
+from domain.schedule import slot_data, slot_label
 from journal.documents import (
     AddressDoc,
     ConversationDoc,
@@ -326,10 +327,20 @@ def replies(w: Work, r: Round, number: str | None) -> None:
     if not w.inbound.answerable:
         phone_notice(w, r, number)
         return
-    for index, reply in enumerate(step.replies):
+    chosen = (choose_time(w, number, r),) if w.offered and number else ()
+    for index, reply in enumerate((*step.replies, *chosen)):
         outbound = render_reply(w, reply, index, number, r.now, r.texts)
         r.plan.messages.append(outbound_doc(outbound, contact_id=w.contact["_id"]))
         r.outcome.outbounds.append(outbound)
+
+
+def choose_time(w: Work, number: str, r: Round) -> Reply:
+    """The visit times the resident may pick, one button each («завтра 10:00»)."""
+    buttons = tuple(
+        (Button(text=slot_label(o.start, r.now, r.texts.tz), data=slot_data(number, o.start, o.staff_id)),)
+        for o in w.offered
+    )
+    return Reply("choose_time", {"number": number}, buttons=buttons, kind="question")
 
 
 def phone_notice(w: Work, r: Round, number: str | None) -> None:

@@ -17,7 +17,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from adshub.bus import Bus, Delivery, Finish
 from adshub.contract import Inbound, Outbound, utcnow
@@ -25,12 +25,15 @@ from adshub.metrics import METRICS
 from bots.dialogue import plan as decide
 from bots.texts import Texts
 from domain.deadlines import DeadlinePolicy
+from domain.schedule import RESIDENT_CHOOSES, can_go, offered_times
+from journal.bookings import Bookings
+from journal.documents import StaffDoc
 from journal.plan import Plan
 from journal.repository import Journal
 from router.consumer import InboundConsumer
 from router.effects import Outcome, Round, record
 from router.numbering import number_and_link
-from router.situation import BuildingsDirectory, load_related, load_round, situation_of
+from router.situation import BuildingsDirectory, Work, load_related, load_round, situation_of
 
 log = logging.getLogger("adshub.router")
 
@@ -43,10 +46,11 @@ CREW_LINK = re.compile(r"^/(?:start|crew)\s+crew-[A-Za-z0-9_-]{6,64}$")
 
 
 def is_crew_traffic(inbound: Inbound) -> bool:
-    """The command that links an executor's chat, or a press of a crew button (even from a chat linked a
-    moment ago, before the router re-read the links)."""
+    """The command that links an executor's chat, a press of a crew button (even from a chat linked a
+    moment ago, before the router re-read the links), or a resident's choice of a visit time: what the
+    crew side, which books executors' time, answers."""
     if inbound.kind == "callback":
-        return str(inbound.payload.get("data") or "").startswith("crew:")
+        return str(inbound.payload.get("data") or "").startswith(("crew:", "slot:"))
     return bool(CREW_LINK.match(inbound.text.strip()))
 
 
@@ -65,6 +69,9 @@ class Router:
         self._crew_links: set[str] = set()
         self._links_read_at = -CREW_LINKS_TTL
         self._linking_until = 0.0
+        self._staff: list[StaffDoc] = []
+        self._staff_read_at = -CREW_LINKS_TTL
+        self.bookings = Bookings(journal)
         """Where residents whose channel has no way back are told their request by phone number (SMS)."""
         self.bus = bus
         self.texts = texts
@@ -94,6 +101,34 @@ class Router:
                 self._linking_until = now + 60.0
             await self.bus.publish_crew(inbound)
         return [i for i in inbounds if i not in crew] if crew else list(inbounds)
+
+    async def _offer_times(self, works: Sequence[Work], now: datetime) -> None:
+        """For a new request where the resident chooses the time (minor repairs, paid works), the next free
+        times of the executors who fit, to go with the registration as buttons."""
+        wanted = [
+            w
+            for w in works
+            if w.new_request
+            and w.request is not None
+            and w.inbound.answerable
+            and not w.inbound.auto_submitted
+            and w.request.get("category") in RESIDENT_CHOOSES
+        ]
+        if not wanted:
+            return
+        if time.monotonic() - self._staff_read_at > CREW_LINKS_TTL:
+            self._staff = await self.journal.active_staff()
+            self._staff_read_at = time.monotonic()
+        for w in wanted:
+            assert w.request is not None
+            category = str(w.request.get("category"))
+            people = [p for p in self._staff if can_go(p, category, (w.request.get("address") or {}).get("key"))]
+            if not people:
+                continue
+            busy = await self.bookings.busy(
+                [p["_id"] for p in people], now - timedelta(hours=4), now + timedelta(days=14)
+            )
+            w.offered = offered_times(people, busy, now, category, self.texts.tz)
 
     async def process(self, inbounds: Sequence[Inbound], redelivered: set[str] | None = None) -> Outcome:
         """Register, attach or answer each message; several messages of one conversation go in order."""
@@ -133,6 +168,7 @@ class Router:
             w.step = decide(situation_of(w, loaded, now), w.extracted)
         plan = Plan()
         await number_and_link(self.journal, self.policy, loaded.work, redelivered, now, plan)
+        await self._offer_times(loaded.work, now)
         current = Round(plan, outcome, loaded, self.texts, self.policy, now, self.phone_channel)
         for w in loaded.work:
             record(w, current)

@@ -18,6 +18,7 @@ from bots.dialogue import RequestView, Situation, State, Step, request_number_in
 from domain.address import Address, extract_address
 from domain.buildings import canonical, match_building
 from domain.phones import extract_phones, normalize_phone
+from domain.schedule import Offered
 from journal.documents import (
     BuildingDoc,
     ContactDoc,
@@ -60,6 +61,8 @@ class Work:
     """The conversation already shows this message's effects; it was planned from the state before them."""
     extracted: Address | None = None
     """The address the message names, at the directory's spelling when the directory knows the house."""
+    offered: list[Offered] = field(default_factory=list)
+    """Visit times the resident may choose from, for a new request of a category where residents choose."""
 
 
 @dataclass
