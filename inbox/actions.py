@@ -24,6 +24,7 @@ from domain.address import Address, extract_address
 from domain.categories import CATEGORIES, Category, info
 from domain.clocks import carried_over, next_due
 from domain.deadlines import DeadlinePolicy, planned_deadline, regulatory_clocks
+from domain.paid import paid_doc, priced, rubles
 from domain.phones import normalize_phone
 from domain.schedule import crew_buttons
 from domain.threading import reply_subject
@@ -458,6 +459,7 @@ class Inbox:
             "name": person["name"],
             "trade": person.get("trade"),
             "phone": person.get("phone"),
+            "assigned_at": now,
         }
         changes = {"executor": [(request.get("executor") or {}).get("name"), person["name"]]}
         await self.desk.change_request(
@@ -529,6 +531,33 @@ class Inbox:
             reason=visit["reason"],
         )
         await self._notify_resident(request, text, "notice")
+
+    async def agree_price(
+        self, number: str, quantities: Mapping[str, str], actor: Actor, now: datetime
+    ) -> dict[str, Any]:
+        """The paid works agreed with the resident, from the price list with the quantities typed; the resident
+        is told the items and the total on their channel."""
+        request = await self._request(number)
+        prices = {p["_id"]: p for p in await self.desk.prices()}
+        try:
+            items = priced((prices[k], v) for k, v in quantities.items() if k in prices)
+        except ValueError as exc:
+            raise InvalidInput(f"Количество: {exc}") from None
+        if not items:
+            raise InvalidInput("Укажите количество хотя бы одной работы из прейскуранта")
+        paid = {**paid_doc(items), "agreed_at": now, "by": actor.login}
+        changes = {"paid": f"{len(items)} поз., итого {rubles(paid['total'])}"}
+        await self.desk.change_request(
+            number, {"paid": paid, "updated_at": now}, self._audit_entry(number, actor, "price", changes, now)
+        )
+        await self._worked(request, actor, now)
+        await self._updated(number, "price")
+        lines = [f"{i.name} — {i.qty.normalize():f} {i.unit} × {rubles(i.price)} = {rubles(i.sum)}" for i in items]
+        text = self.texts.render(
+            "price_agreed", self._channel_of(request), number=number, lines=lines, total=rubles(paid["total"])
+        )
+        await self._notify_resident(request, text, "notice")
+        return paid
 
     async def clear_visit(self, number: str, was: str, actor: Actor, now: datetime) -> None:
         """The visit is off (its booking cancelled): the card stops showing it, the trail keeps it."""

@@ -20,6 +20,7 @@ from adshub.ratelimit import RateLimiter
 from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES
+from domain.paid import rubles
 from domain.schedule import hours_doc, parse_hours
 from inbox.actions import STATUSES, Actor, Inbox
 from inbox.calendar import Scheduling, staff_extras
@@ -318,7 +319,10 @@ async def reports(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     filters = {k: v for k, v in _filters(request).items() if k in ("from", "to")}
     docs, tasks = await request.app[INBOX].desk.report_inputs(JournalFilters(filters), settings.zone)
-    return page(request, "inbox/reports.html", {"report": build_report(docs, tasks, settings.zone), "filters": filters})
+    period = JournalFilters(filters).query(settings.zone).get("registered_at")
+    bookings = await request.app[SCHEDULING].bookings.in_period(period)
+    report = build_report(docs, tasks, settings.zone, bookings)
+    return page(request, "inbox/reports.html", {"report": report, "filters": filters, "rubles": rubles})
 
 
 @routes.get("/users")

@@ -19,6 +19,8 @@ from multidict import MultiDictProxy
 
 from adshub.errors import InvalidInput, NotFound
 from adshub.web import SETTINGS, read_form
+from domain.categories import Category
+from domain.paid import amount, rubles
 from domain.schedule import CREW_STEPS, TRADES, slot_label
 from inbox.actions import NOTICE_WAYS, STATUSES, TRANSITIONS, Actor, required_on_close
 from inbox.calendar import info_reason
@@ -157,6 +159,8 @@ async def _card_context(request: web.Request, doc: RequestDoc | None = None) -> 
         "offers": await scheduling.offers(doc, now()) if doc is not None and open_request else [],
         "default_reason": info_reason(doc) if doc is not None else "",
         "trades": TRADES,
+        "prices": await inbox.desk.prices() if doc is not None and _paid(doc) else [],
+        "rubles": rubles,
         "crew_steps": CREW_STEPS,
         "slot_label": lambda value: slot_label(value, now(), request.app[SETTINGS].zone),
         "staff": await inbox.staff(),
@@ -253,6 +257,44 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     return page(request, "inbox/request.html", await _request_context(request, request.match_info["number"]))
 
 
+def _paid(doc: RequestDoc) -> bool:
+    return doc.get("category") == Category.PAID_SERVICE.value or bool(doc.get("paid"))
+
+
+@routes.get("/r/{number}/act")
+async def act_page(request: web.Request) -> web.StreamResponse:
+    """The act of completed works: what was done, the paid works and materials, the total; for printing."""
+    require(request, "inbox")
+    context = await _request_context(request, request.match_info["number"])
+    return page(request, "inbox/act.html", context)
+
+
+@routes.get("/prices")
+async def prices_page(request: web.Request) -> web.StreamResponse:
+    require(request, "inbox")
+    return page(request, "inbox/prices.html", {"prices": await request.app[INBOX].desk.prices(), "rubles": rubles})
+
+
+@routes.post("/prices")
+async def prices_change(request: web.Request) -> web.StreamResponse:
+    require(request, "staff")
+    form = await read_form(request)
+    desk = request.app[INBOX].desk
+    if form.get("remove"):
+        await desk.remove_price(str(form["remove"]))
+        raise web.HTTPSeeOther("/inbox/prices")
+    name = str(form.get("name", "")).strip()[:200]
+    try:
+        price = amount(str(form.get("price", "")))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"Цена: {exc}") from None
+    if not name:
+        raise web.HTTPBadRequest(text="Укажите название работы")
+    unit = str(form.get("unit", "")).strip()[:20] or "шт"
+    await desk.add_price({"_id": secrets.token_hex(8), "name": name, "unit": unit, "price": str(price), "active": True})
+    raise web.HTTPSeeOther("/inbox/prices")
+
+
 @routes.get("/r/{number}/live")
 async def request_live(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
@@ -334,6 +376,11 @@ async def request_action(request: web.Request) -> web.StreamResponse:
                 raise InvalidInput("Выберите исполнителя")
             start = _datetime(str(form.get("start", "")), request)
             await request.app[SCHEDULING].book(number, staff_id, start, str(form.get("reason", "")), actor, t)
+        elif action == "price":
+            quantities = {
+                k.removeprefix("qty:"): str(v) for k, v in form.items() if k.startswith("qty:") and isinstance(v, str)
+            }
+            await inbox.agree_price(number, quantities, actor, t)
         elif action == "unbook":
             await request.app[SCHEDULING].cancel(number, actor, t)
         elif action == "note":

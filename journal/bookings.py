@@ -8,7 +8,7 @@ stops there: one of them always wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,6 +82,13 @@ class Bookings:
         for staff_id in staff_ids:
             found.extend(await self.of_staff(staff_id, start, end))
         return sorted(found, key=lambda b: b["start"])
+
+    async def in_period(self, period: Mapping[str, Any] | None, limit: int = 50_000) -> list[BookingDoc]:
+        """Bookings starting in ``period`` (a ``$gte``/``$lt`` range; None: every one) that stand."""
+        query: dict[str, Any] = {"status": "booked"}
+        if period:
+            query["start"] = dict(period)
+        return [doc async for doc in self.bookings.find(query).limit(limit)]
 
     async def set_progress(self, booking_id: str, fields: dict[str, Any]) -> None:
         await self.bookings.update_one({"_id": booking_id}, {"$set": fields})

@@ -495,6 +495,15 @@ class Desk:
     async def crew_progress(self, number: str, step: str, at: datetime) -> None:
         await self.journal.requests.update_one({"_id": number}, {"$set": {f"crew.{step}": at, "updated_at": at}})
 
+    async def prices(self) -> list[dict[str, Any]]:
+        return [p async for p in self.journal.db["prices"].find({"active": {"$ne": False}}).sort("name", 1)]
+
+    async def add_price(self, entry: dict[str, Any]) -> None:
+        await self.journal.db["prices"].insert_one(entry)
+
+    async def remove_price(self, price_id: str) -> None:
+        await self.journal.db["prices"].update_one({"_id": price_id}, {"$set": {"active": False}})
+
     async def deactivate_staff(self, staff_id: str) -> None:
         await self.journal.staff.update_one({"_id": staff_id}, {"$set": {"active": False}})
 

@@ -206,6 +206,9 @@ class RequestDoc(TypedDict, total=False):
     deadline: datetime | None
     executor: dict[str, Any] | None
     visit: dict[str, Any] | None
+    paid: dict[str, Any]
+    """Paid works: the agreed items from the price list (``items``: name, unit, qty, price, sum), ``total``,
+    who agreed it and when; what the act of completed works lists."""
     crew: dict[str, datetime]
     """When the executor reported each step from the crew app (accepted, on_way, on_site, localized, done)."""
     notes: list[dict[str, Any]]

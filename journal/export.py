@@ -31,6 +31,8 @@ COLUMNS: list[tuple[str, str]] = [
     ("status", "Статус"),
     ("executor", "Исполнитель"),
     ("result", "Результат"),
+    ("paid", "Платные работы"),
+    ("paid_total", "Стоимость платных работ, ₽"),
     ("closed_at", "Дата закрытия"),
     ("rating", "Оценка заявителя"),
 ]
@@ -78,6 +80,12 @@ def export_row(doc: RequestDoc, tz: ZoneInfo, person: Mapping[str, Any] | None =
         "status": doc.get("status"),
         "executor": (doc.get("executor") or {}).get("name"),
         "result": _result_text(result),
+        "paid": "; ".join(
+            f"{i.get('name')} — {i.get('qty')} {i.get('unit')} × {i.get('price')} = {i.get('sum')}"
+            for i in (doc.get("paid") or {}).get("items") or []
+        )
+        or None,
+        "paid_total": float((doc.get("paid") or {})["total"]) if (doc.get("paid") or {}).get("total") else None,
         "closed_at": _iso(doc.get("closed_at"), tz),
         "rating": (doc.get("survey") or {}).get("rating"),
     }
