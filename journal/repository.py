@@ -124,6 +124,11 @@ def _collection(db: AsyncDatabase[dict[str, Any]], name: str, _shape: type[Any])
 
 
 INDEX_BUILD_SECONDS = 3600.0
+HEARTBEAT_TIMEOUT_MS = 20_000
+"""The driver's monitor gives up on a server that does not answer its heartbeat within the connect timeout,
+marks it unknown and cancels every operation in flight. The embedded server answers heartbeats between
+operations: over a journal of a million requests a long read kept it from answering for more than the
+5 s this was, and every page then failed at once; 20 s rides out such a read."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 IN_CHUNK = 100
 """Values one ``$in`` lists at most. The embedded server matches every document it finds against the whole
@@ -193,7 +198,7 @@ class Journal:
             url,
             tz_aware=True,
             serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
+            connectTimeoutMS=HEARTBEAT_TIMEOUT_MS,
             socketTimeoutMS=30_000,
             appname="adshub",
             **options,

@@ -24,6 +24,11 @@ from journal.repository import Journal
 REQUEST_FIELDS = {"text": 1, "address.key": 1, "address.text": 1, "contact": 1, "contact_id": 1, "registered_at": 1}
 CONTACT_FIELDS = {"name": 1, "phones": 1, "emails": 1}
 OVERLAP = timedelta(seconds=5)
+WINDOW_DOCUMENTS = 2000
+FIRST_WINDOW = timedelta(hours=1)
+NARROWEST_WINDOW = timedelta(minutes=1)
+WIDEST_WINDOW = timedelta(days=7)
+OLDEST = datetime(2000, 1, 1, tzinfo=UTC)
 """How far back each refresh looks again: writes of the same moment may commit out of order."""
 
 
@@ -103,10 +108,41 @@ class SearchIndex:
     async def _read(self, name: str, fields: dict[str, int], put: Any, now: datetime) -> None:
         since = self._seen.get(name)
         collection = self.journal.db[name]
-        query: dict[str, Any] = {"updated_at": {"$gte": since - OVERLAP}} if since else {}
-        async for doc in collection.find(query, {**fields, "updated_at": 1}).batch_size(2000):
-            put(doc)
+        projection = {**fields, "updated_at": 1}
+        if since:
+            async for doc in collection.find({"updated_at": {"$gte": since - OVERLAP}}, projection).batch_size(2000):
+                put(doc)
+        else:
+            await self._read_back(collection, projection, put, now)
         self._seen[name] = now
+
+    async def _read_back(self, collection: Any, projection: dict[str, int], put: Any, now: datetime) -> None:
+        """The first read, newest first in bounded windows of the ``updated_at`` index until every document
+        is seen. The embedded server reads an unbounded find (or a sort under a limit) whole before its
+        first batch and answers nothing else meanwhile, over a minute at a million requests; a bounded
+        range of an index it serves in milliseconds. A window widens over quiet stretches and narrows
+        over busy ones; whatever changes during the walk the next refresh reads."""
+        total = await collection.estimated_document_count()
+        high = now + OVERLAP
+        queries: list[dict[str, Any]] = [{"updated_at": {"$gte": high}}, {"updated_at": None}]
+        seen = 0
+        for query in queries:
+            async for doc in collection.find(query, projection).batch_size(2000):
+                put(doc)
+                seen += 1
+        width = FIRST_WINDOW
+        while seen < total and high > OLDEST:
+            low = high - width
+            found = 0
+            async for doc in collection.find({"updated_at": {"$gte": low, "$lt": high}}, projection).batch_size(2000):
+                put(doc)
+                found += 1
+            seen += found
+            high = low
+            if found < WINDOW_DOCUMENTS // 2:
+                width = min(width * 2, WIDEST_WINDOW)
+            elif found > WINDOW_DOCUMENTS * 2:
+                width = max(width / 2, NARROWEST_WINDOW)
 
     def _put_request(self, doc: dict[str, Any]) -> None:
         number = doc["_id"]

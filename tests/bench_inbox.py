@@ -159,6 +159,10 @@ async def main() -> None:
                     sizes.append(len(await response.read()))
                 times.setdefault("month export (xlsx)", []).append((time.perf_counter() - started) * 1000)
             after = rss_mb(inbox.pid)
+        except Exception:
+            log = (workdir / "inbox.log").read_text(errors="replace")
+            print("inbox log (last lines):\n" + "\n".join(log.splitlines()[-40:]), file=sys.stderr)
+            raise
         finally:
             await dispatcher.close()
             stop(inbox)

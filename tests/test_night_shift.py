@@ -18,6 +18,7 @@ import openpyxl
 from adshub.contract import Outbound
 from app.runtime import Hub
 from channels.webchat import outbound_frame
+from journal.repository import Journal
 from journal.search import SearchIndex
 from tests.helpers import (
     Dispatcher,
@@ -433,3 +434,19 @@ async def test_a_reply_carries_a_file_the_resident_can_download(anna: Dispatcher
     async with chat.http.get(f"http://127.0.0.1:{inbox_hub.port}/chat/files/dispatcher:guess/0") as response:
         assert response.status == 404
     await chat.http.close()
+
+
+async def test_search_first_read_finds_requests_changed_years_ago_and_never(journal: Journal) -> None:
+    """The first read walks the ``updated_at`` index back in windows; nothing old, sparse or without the
+    field is left out."""
+    now = datetime.now(UTC)
+    ages = [timedelta(0), timedelta(minutes=3), timedelta(days=2), timedelta(days=400), timedelta(days=3000)]
+    docs = [
+        {"_id": f"2019-{i + 1:06d}", "source_message_id": f"old:{i}", "text": "Протечка", "updated_at": now - age}
+        for i, age in enumerate(ages)
+    ]
+    docs += [{"_id": f"2019-00001{i}", "source_message_id": f"bare:{i}", "text": "Протечка"} for i in range(2)]
+    await journal.requests.insert_many(docs)  # type: ignore[arg-type]
+    index = SearchIndex(journal)
+    await index.refresh()
+    assert sorted(index.numbers("протечка")) == sorted(d["_id"] for d in docs)
