@@ -157,6 +157,7 @@ def page(request: web.Request, template: str, context: dict[str, Any], status: i
         "now": moment,
         "warn_minutes": settings.clock_warning_minutes,
         "clock_name": clock_name,
+        "rubles": rubles,
     }
     return render(request, template, {**base, **context}, status=status)
 
@@ -322,7 +323,7 @@ async def reports(request: web.Request) -> web.StreamResponse:
     period = JournalFilters(filters).query(settings.zone).get("registered_at")
     bookings = await request.app[SCHEDULING].bookings.in_period(period)
     report = build_report(docs, tasks, settings.zone, bookings)
-    return page(request, "inbox/reports.html", {"report": report, "filters": filters, "rubles": rubles})
+    return page(request, "inbox/reports.html", {"report": report, "filters": filters})
 
 
 @routes.get("/users")

@@ -20,7 +20,7 @@ from multidict import MultiDictProxy
 from adshub.errors import InvalidInput, NotFound
 from adshub.web import SETTINGS, read_form
 from domain.categories import Category
-from domain.paid import amount, rubles
+from domain.paid import amount
 from domain.schedule import CREW_STEPS, TRADES, slot_label
 from inbox.actions import NOTICE_WAYS, STATUSES, TRANSITIONS, Actor, required_on_close
 from inbox.calendar import info_reason
@@ -160,7 +160,6 @@ async def _card_context(request: web.Request, doc: RequestDoc | None = None) -> 
         "default_reason": info_reason(doc) if doc is not None else "",
         "trades": TRADES,
         "prices": await inbox.desk.prices() if doc is not None and _paid(doc) else [],
-        "rubles": rubles,
         "crew_steps": CREW_STEPS,
         "slot_label": lambda value: slot_label(value, now(), request.app[SETTINGS].zone),
         "staff": await inbox.staff(),
@@ -272,7 +271,7 @@ async def act_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/prices")
 async def prices_page(request: web.Request) -> web.StreamResponse:
     require(request, "inbox")
-    return page(request, "inbox/prices.html", {"prices": await request.app[INBOX].desk.prices(), "rubles": rubles})
+    return page(request, "inbox/prices.html", {"prices": await request.app[INBOX].desk.prices()})
 
 
 @routes.post("/prices")

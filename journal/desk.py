@@ -211,11 +211,16 @@ class Desk:
             ]
         tasks = [t async for t in j.tasks.find({"conversation_id": {"$in": siblings}}).sort("due_at", 1)]
         await j.with_inform(requests)
-        states = await j.delivery_states([m["_id"] for m in messages if m.get("direction") == "out"])
+        sent = [m["_id"] for m in messages if m.get("direction") == "out"]
+        states = await j.delivery_states(sent)
+        reports = await j.reports(sent)
         for message in messages:
             state = states.get(message["_id"])
             if state is not None:
                 message["delivery"] = {"status": state["status"], "error": state.get("error"), "sent_at": state["at"]}
+            report = reports.get(message["_id"])
+            if report is not None:
+                message.setdefault("delivery", {})["report"] = report
         active = next((r for r in requests if r["_id"] == conv.get("active_request")), None)
         return ConversationView(conv, contact, messages, requests, neighbours, tasks, active)
 

@@ -115,6 +115,8 @@ class DeliveryState(TypedDict, total=False):
     attempts: int
     error: str | None
     sent_at: datetime | None
+    report: DeliveryReportDoc
+    """What the gateway later said of it (SMS): read beside the message for the page, never stored in it."""
 
 
 class MessageDoc(TypedDict, total=False):

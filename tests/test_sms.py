@@ -3,11 +3,14 @@ the journal, and a voicemail caller told the number and deadline within the info
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -20,7 +23,9 @@ from app.runtime import Hub
 from channels.base import ChannelContext
 from channels.sms import Sms, fit, sms_parts
 from channels.voicemail.webhook import hook_signature
-from tests.helpers import cleanup_topology, journal_of, make_settings, wait_for
+from domain.paid import rubles
+from journal.users import Users
+from tests.helpers import Dispatcher, cleanup_topology, journal_of, make_settings, wait_for
 from tests.standins.smsru import SmsRuStandIn
 
 API_ID = "0000AAAA-1111-BBBB-2222-CCCC3333DDDD"
@@ -113,9 +118,12 @@ async def test_the_daily_cap_refuses_with_the_reason_and_a_gateway_hiccup_gives_
 async def test_a_voicemail_caller_gets_the_number_and_deadline_by_sms_and_is_recorded_informed(
     sms_settings: Settings, gateway: SmsRuStandIn
 ) -> None:
-    hub = Hub(sms_settings, ["router", "voicemail", "sms"])
+    hub = Hub(sms_settings, ["router", "voicemail", "sms", "inbox"])
     await hub.start()
+    dispatcher = Dispatcher(f"http://127.0.0.1:{hub.port}")
     try:
+        assert hub.journal is not None
+        await Users(hub.journal).add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
         url = f"http://127.0.0.1:{hub.port}/telephony/voicemail"
         async with aiohttp.ClientSession() as http:
             for call_id, caller, transcript in (
@@ -149,6 +157,12 @@ async def test_a_voicemail_caller_gets_the_number_and_deadline_by_sms_and_is_rec
             assert await j.messages.count_documents({"direction": "out", "channel": "sms"}) == 1
             assert await j.messages.count_documents({"request_number": landline["number"], "direction": "out"}) == 0
             assert len(gateway.sent) == 1
+        assert (await dispatcher.login("anna", "dispatcher-pass"))[0] == 200
+        status, page = await dispatcher.get(f"/inbox/c/{quote(mobile['conversation_id'])}")
+        assert status == 200
+        shown = re.sub(r"[ \t\r\n]+", " ", html.unescape(page))
+        assert f"доставлено на телефон · {sms['parts']} SMS · {rubles(report['cost'])}" in shown
     finally:
+        await dispatcher.close()
         await hub.stop()
         await cleanup_topology(sms_settings)
