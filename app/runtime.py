@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -57,6 +58,7 @@ def channel_directory(settings: Settings) -> ChannelDirectory:
     return ChannelDirectory(
         profiles={name: cls.profile for name, cls in classes.items()},
         configured=frozenset(name for name, cls in classes.items() if cls.configured(settings)),
+        start_links={name: partial(cls.start_link, settings) for name, cls in classes.items()},
     )
 
 

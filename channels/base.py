@@ -84,6 +84,12 @@ class Channel(Protocol):
         """Whether the company's settings switch this channel on."""
         ...
 
+    @classmethod
+    def start_link(cls, settings: Settings, payload: str) -> str | None:
+        """A link that opens a chat with the company on this channel carrying ``payload`` (a Telegram deep
+        link), or None where the channel has none or the settings do not say enough to make one."""
+        ...
+
     def routes(self) -> list[web.AbstractRouteDef]:
         """HTTP routes the channel serves on the hub's server (webhooks, pages); may be empty."""
         ...
@@ -135,6 +141,10 @@ class BaseChannel:
     @classmethod
     def configured(cls, settings: Settings) -> bool:
         return True
+
+    @classmethod
+    def start_link(cls, settings: Settings, payload: str) -> str | None:
+        return None
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return []

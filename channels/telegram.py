@@ -47,6 +47,8 @@ from channels.base import BaseChannel, ChannelContext, SendResult
 
 log = logging.getLogger("adshub.channels.telegram")
 
+START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What Telegram carries in a deep link's ``start`` parameter."""
 COMMAND_RE = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{3,64}))?(?:\s+(.*))?$", re.DOTALL)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 MAX_MESSAGE = 4096
@@ -206,6 +208,8 @@ class TelegramSettings(ChannelSettings):
     telegram_webhook_url: str = ""
     telegram_webhook_secret: SecretStr = SecretStr("")
     telegram_poll_timeout: int = Field(25, ge=0, le=50)
+    telegram_bot_username: str = Field("", pattern=r"^@?([A-Za-z][A-Za-z0-9_]{3,31})?$")
+    """The bot's @username, for links that open a chat with it (t.me/<username>?start=…)."""
 
     @field_validator("telegram_api_base", "telegram_webhook_url")
     @classmethod
@@ -222,6 +226,13 @@ class Telegram(BaseChannel):
     )
     settings_model: ClassVar[type[ChannelSettings]] = TelegramSettings
     http_timeout: ClassVar[aiohttp.ClientTimeout] = aiohttp.ClientTimeout(total=None, sock_connect=10)
+
+    @classmethod
+    def start_link(cls, settings: Settings, payload: str) -> str | None:
+        username = cls.config_of(settings).telegram_bot_username.lstrip("@")
+        if not username or not START_PAYLOAD.fullmatch(payload):
+            return None
+        return f"https://t.me/{username}?start={payload}"
 
     def __init__(self, context: ChannelContext) -> None:
         super().__init__(context)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -140,6 +140,7 @@ class ChannelDirectory:
 
     profiles: Mapping[str, ChannelProfile]
     configured: frozenset[str]
+    start_links: Mapping[str, Callable[[str], str | None]] = field(default_factory=dict)
 
     def titles(self) -> dict[str, str]:
         return {name: p.title for name, p in self.profiles.items()}
@@ -159,6 +160,11 @@ class ChannelDirectory:
     def phone_channel(self) -> str | None:
         """The switched-on channel that delivers to phone numbers (SMS), if any."""
         return next((n for n, p in self.profiles.items() if p.reaches_phones and n in self.configured), None)
+
+    def start_link(self, name: str, payload: str) -> str | None:
+        """A link opening a chat with the company's bot on ``name`` carrying ``payload``, if it can be made."""
+        make = self.start_links.get(name)
+        return make(payload) if make is not None and name in self.configured else None
 
     def official_mail(self) -> ChannelProfile | None:
         return next((p for n, p in self.profiles.items() if p.official_mail and n in self.configured), None)

@@ -106,7 +106,12 @@ async def staff_link(request: web.Request) -> web.StreamResponse:
     return page(
         request,
         "inbox/crew_link.html",
-        {"person": person, "link": f"{base}/crew/{token}", "telegram_command": f"/start crew-{code}"},
+        {
+            "person": person,
+            "link": f"{base}/crew/{token}",
+            "telegram_command": f"/start crew-{code}",
+            "telegram_link": request.app[INBOX].channels.start_link("telegram", f"crew-{code}"),
+        },
     )
 
 

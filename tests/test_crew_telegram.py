@@ -46,6 +46,7 @@ async def crew_tg(
         telegram_token=TOKEN,
         telegram_api_base=standin.base,
         telegram_poll_timeout=1,
+        telegram_bot_username="@uk_ads_bot",
     )
     hub = Hub(settings, ["router", "telegram", "inbox"])
     await hub.start()
@@ -97,9 +98,13 @@ async def test_an_executor_works_a_request_from_telegram(
         assert status == 200
         command = re.search(r'class="crew-link telegram-command" readonly value="([^"]+)"', link_page)
         assert command and command.group(1).startswith("/start crew-")
+        deep_link = re.search(r'class="crew-link telegram-link" readonly value="([^"]+)"', link_page)
+        assert deep_link, "the page gives a link that opens the bot"
+        assert deep_link.group(1) == f"https://t.me/uk_ads_bot?start={command.group(1).removeprefix('/start ')}"
 
         entity = [{"offset": 0, "length": 6, "type": "bot_command"}]
-        standin.add_update(message_update(1, EXECUTOR, 1, command.group(1), entities=entity))
+        tapped = "/start " + deep_link.group(1).split("?start=")[1]
+        standin.add_update(message_update(1, EXECUTOR, 1, tapped, entities=entity))
         greeting = await wait_for(lambda: standin.sent_to(str(EXECUTOR)), what="the bot greets the executor")
         assert PLUMBER in greeting[0]["text"]
         await wait_for(lambda: any("заявок нет" in m["text"] for m in standin.sent_to(str(EXECUTOR))))
