@@ -833,7 +833,7 @@ class Inbox:
         channel = self.channels.official_mail()
         if not address or channel is None:
             raise InvalidInput(
-                "Почта органа местного самоуправления не настроена (ADSHUB_MUNICIPALITY_EMAIL): "
+                "Адрес почты органа местного самоуправления не указан в настройках (это делает администратор): "
                 "сообщите по телефону и отметьте это ниже"
             )
         if not text.strip():

@@ -209,7 +209,8 @@ async def test_without_municipal_mail_the_inbox_offers_only_the_record(
             chat, number = await register_from_chat(hub, "no-mail-chat", "В подвале прорвало трубу, Лесная 9")
             await chat.http.close()
             _, page = await client.get(f"/inbox/r/{number}")
-            assert "Почта органа не настроена" in page and f'/inbox/r/{number}/notice"' not in page
+            assert "Адрес почты органа не указан в настройках" in page and f'/inbox/r/{number}/notice"' not in page
+            assert "ADSHUB_" not in page
             assert f"/inbox/r/{number}/notice-made" in page
         finally:
             await client.close()
