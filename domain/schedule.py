@@ -229,6 +229,16 @@ def fits(hours: Hours, absences: Iterable[Absence], start: datetime, length: tim
     )
 
 
+def span_text(start: datetime, end: datetime, zone: ZoneInfo) -> str:
+    """«08:00–17:00» of one working span; one ending at midnight ends at «24:00», a whole day is
+    «круглосуточно»."""
+    begin, finish = start.astimezone(zone), end.astimezone(zone)
+    closing = "24:00" if finish.date() > begin.date() and finish.time() == time(0) else f"{finish:%H:%M}"
+    if begin.time() == time(0) and closing == "24:00":
+        return "круглосуточно"
+    return f"{begin:%H:%M}–{closing}"
+
+
 def slot_label(moment: datetime, now: datetime, zone: ZoneInfo) -> str:
     """«сегодня 14:00», «завтра 09:30», «пт 04.12 10:00»: what a slot button says."""
     local, today = moment.astimezone(zone), now.astimezone(zone).date()

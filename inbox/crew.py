@@ -21,7 +21,7 @@ from adshub.errors import InvalidInput, NotFound
 from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
 from domain.categories import CATEGORIES
-from domain.schedule import CREW_STEPS, EXCEPTION_KINDS, TRADES, hours_doc, parse_hours
+from domain.schedule import CREW_STEPS, EXCEPTION_KINDS, TRADES, hours_doc, parse_hours, span_text
 from inbox.actions import required_on_close
 from inbox.calendar import Scheduling, ics_feed
 from inbox.views import CREWBOT, INBOX, SCHEDULING, now, page, require
@@ -54,6 +54,7 @@ async def calendar_page(request: web.Request) -> web.StreamResponse:
         previous=(first - timedelta(days=days)).isoformat(),
         following=(first + timedelta(days=days)).isoformat(),
         today=now().astimezone(zone).date(),
+        span_text=lambda start, end: span_text(start, end, zone),
     )
     return page(request, "inbox/calendar.html", context)
 

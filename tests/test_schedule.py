@@ -15,6 +15,7 @@ from domain.schedule import (
     hours_text,
     parse_hours,
     slot_length,
+    span_text,
     trades_for,
 )
 from inbox.calendar import ics_feed
@@ -81,3 +82,10 @@ def test_the_icalendar_feed_folds_long_lines_and_escapes() -> None:
     assert feed.startswith("BEGIN:VCALENDAR\r\n") and feed.endswith("END:VCALENDAR\r\n")
     assert "DTSTART:20261207T060000Z" in feed and "Засор\\; канализации\\," in feed.replace("\r\n ", "")
     assert all(len(line.encode()) <= 75 for line in feed.split("\r\n"))
+
+
+def test_a_span_to_midnight_ends_at_24_and_a_whole_day_is_round_the_clock() -> None:
+    day = datetime(2026, 12, 7, tzinfo=MSK)
+    assert span_text(day.replace(hour=8), day.replace(hour=17), MSK) == "08:00–17:00"
+    assert span_text(day.replace(hour=20), day + timedelta(days=1), MSK) == "20:00–24:00"
+    assert span_text(day, day + timedelta(days=1), MSK) == "круглосуточно"
