@@ -126,6 +126,11 @@ class Actor:
             return f"executor:{self.name}"
         return f"{self.kind}:{self.login}"
 
+    @property
+    def audit_source(self) -> str:
+        """Where the change was made: the dispatchers' inbox, or an executor's phone (crew app or bot)."""
+        return "crew" if self.kind == "executor" else "inbox"
+
 
 def required_on_close(category: str) -> list[str]:
     fields = ["result"]
@@ -350,7 +355,9 @@ class Inbox:
         await self.mark_reviewed(conversation_id, actor, now)
         if number:
             await self.journal.record_audit(
-                audit_doc(number, actor.audit_name, "reply", {"text": text[:500]}, "inbox", message_id=outbound.id)
+                audit_doc(
+                    number, actor.audit_name, "reply", {"text": text[:500]}, actor.audit_source, message_id=outbound.id
+                )
             )
         return outbound
 
@@ -898,7 +905,7 @@ class Inbox:
 
     @staticmethod
     def _audit_entry(number: str, actor: Actor, action: str, changes: dict[str, Any], now: datetime) -> AuditDoc:
-        return audit_doc(number, actor.audit_name, action, changes, "inbox", at=now)
+        return audit_doc(number, actor.audit_name, action, changes, actor.audit_source, at=now)
 
     async def _publish(self, event: Event) -> None:
         """Tell every inbox (this one's list at once, without waiting for the event to come back)."""

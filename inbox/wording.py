@@ -189,6 +189,8 @@ def actor_name(actor: str, people: Mapping[str, str]) -> str:
 def source_name(source: str, channels: Mapping[str, str]) -> str:
     if source == "inbox":
         return "рабочее место диспетчера"
+    if source == "crew":
+        return "с телефона исполнителя"
     if source in ("router", "watcher"):
         return "автоматически"
     return channels.get(source, source or "—")

@@ -187,6 +187,8 @@ async def test_booking_a_plumber_and_closing_from_his_phone(crew_hub: Hub, tmp_p
             await anna.goto(f"{base}/inbox/r/{number}")
             await anna.locator(".result").filter(has_text="Заменён участок трубы").wait_for()
             assert await anna.locator("img.photo").count() == 1
+            card_text = await anna.locator("body").inner_text()
+            assert f"{PLUMBER} (исполнитель)" in card_text and "с телефона исполнителя" in card_text
             await shoot(anna, "crew-card-closed")
 
             async with aiohttp.ClientSession() as http:
