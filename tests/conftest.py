@@ -29,6 +29,7 @@ from journal.users import Users
 from router.service import Router
 from tests.helpers import Dispatcher, cleanup_topology, make_settings, running_hub
 from tests.mailservers import SmtpSink
+from tests.standins.telegram_api import TelegramStandIn
 
 AMQP_URL = os.environ.get("ADSHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -66,6 +67,15 @@ def database() -> Iterator[EmbeddedDatabase]:
     finally:
         db.stop()
         shutil.rmtree(storage, ignore_errors=True)
+
+
+@pytest.fixture
+async def standin(request: pytest.FixtureRequest) -> AsyncIterator[TelegramStandIn]:
+    """The Telegram Bot API stand-in on loopback, for the bot token the test module names (``TOKEN``)."""
+    api = TelegramStandIn(request.module.TOKEN)
+    await api.start()
+    yield api
+    await api.stop()
 
 
 @pytest.fixture

@@ -53,14 +53,6 @@ def chat(session: str, n: int, text: str = "", kind: InboundKind = "message", **
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[TelegramStandIn]:
-    api = TelegramStandIn(TOKEN)
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest.fixture
 def attack_settings(
     database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path, standin: TelegramStandIn
 ) -> Settings:

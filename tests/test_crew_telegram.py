@@ -27,14 +27,6 @@ RESIDENT, EXECUTOR = 777100, 900001
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[TelegramStandIn]:
-    api = TelegramStandIn(TOKEN)
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest.fixture
 async def crew_tg(
     database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path, standin: TelegramStandIn
 ) -> AsyncIterator[tuple[Hub, Settings]]:

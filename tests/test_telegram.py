@@ -80,14 +80,6 @@ def test_malformed_updates_are_refused() -> None:
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[TelegramStandIn]:
-    api = TelegramStandIn(TOKEN)
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest.fixture
 async def tg_settings(
     database: EmbeddedDatabase, rabbitmq: str, unique: str, tmp_path: Path, standin: TelegramStandIn
 ) -> Settings:
