@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -310,31 +311,51 @@ async def _users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    """The journal written a batch at a time as it is read (as the inbox's export is): a year of requests
+    never sits in memory whole."""
+    import shutil
+    import tempfile
+
     from app.runtime import channel_directory
-    from journal.desk import Desk
-    from journal.export import export_row, to_csv, to_xlsx
+    from journal.desk import Desk, JournalFilters
+    from journal.export import JournalWorkbook, csv_text, export_row
     from journal.repository import Journal
 
-    journal = Journal.connect(settings.mongo_url, settings.database_name)
-    try:
-        docs = await journal.requests_for_export(_day(args.since, settings), _day(args.until, settings, end=True))
-        people = await Desk(journal).contacts_by_id(d.get("contact_id") for d in docs)
-    finally:
-        await journal.close()
-    rows = [export_row(doc, settings.zone, people.get(doc.get("contact_id") or "")) for doc in docs]
+    _day(args.since, settings)
+    _day(args.until, settings)
+    filters = JournalFilters({k: v for k, v in (("from", args.since), ("to", args.until)) if v})
     titles = channel_directory(settings).titles()
-    if args.format == "json":
-        data: bytes = json.dumps(rows, ensure_ascii=False, indent=2).encode("utf-8")
-    elif args.format == "csv":
-        data = to_csv(rows, settings.zone, titles).encode("utf-8")
-    else:
-        data = to_xlsx(rows, settings.zone, titles)
-    if args.output:
-        args.output.write_bytes(data)
-    else:
-        sys.stdout.buffer.write(data)
-        if args.format == "json":
-            sys.stdout.buffer.write(b"\n")
+    zone = settings.zone
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(args.output.open("wb")) if args.output else sys.stdout.buffer
+        spool = files.enter_context(tempfile.TemporaryFile()) if args.format == "xlsx" and not args.output else None
+        book = JournalWorkbook(spool or out, zone, titles) if args.format == "xlsx" else None
+        if args.format == "csv":
+            out.write(csv_text([], zone, titles, header=True).encode("utf-8"))
+        journal = Journal.connect(settings.mongo_url, settings.database_name)
+        count = 0
+        try:
+            async for batch in Desk(journal).export_batches(filters, zone):
+                rows = [export_row(doc, zone, person) for doc, person in batch]
+                if book is not None:
+                    await asyncio.to_thread(book.add, rows)
+                elif args.format == "csv":
+                    out.write(csv_text(rows, zone, titles).encode("utf-8"))
+                else:
+                    for row in rows:
+                        out.write(b",\n" if count else b"[\n")
+                        out.write(json.dumps(row, ensure_ascii=False, indent=2).encode("utf-8"))
+                        count += 1
+        finally:
+            await journal.close()
+        if book is not None:
+            await asyncio.to_thread(book.close)
+            if spool is not None:
+                spool.seek(0)
+                shutil.copyfileobj(spool, out)
+        elif args.format == "json":
+            out.write(b"\n]\n" if count else b"[]\n")
+        out.flush()
     return 0
 
 

@@ -165,10 +165,6 @@ def csv_text(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]
     return out.getvalue()
 
 
-def to_csv(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> str:
-    return csv_text(rows, tz, titles, header=True)
-
-
 class JournalWorkbook:
     """The journal as a workbook whose every text is a string cell (nothing residents wrote is a formula),
     written batch by batch: openpyxl's write-only sheet keeps rows in a temporary file, not in memory, and
@@ -212,11 +208,3 @@ class JournalWorkbook:
 
     def close(self) -> None:
         self.book.save(self.target)
-
-
-def to_xlsx(rows: list[dict[str, Any]], tz: ZoneInfo, titles: Mapping[str, str]) -> bytes:
-    out = io.BytesIO()
-    book = JournalWorkbook(out, tz, titles)
-    book.add(rows)
-    book.close()
-    return out.getvalue()

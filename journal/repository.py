@@ -935,15 +935,6 @@ class Journal:
 
     # -- export ---------------------------------------------------------------
 
-    async def requests_for_export(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> list[RequestDoc]:
-        query: dict[str, Any] = {}
-        if since or until:
-            query["registered_at"] = {k: v for k, v in (("$gte", since), ("$lt", until)) if v}
-        cursor = self.requests.find(query).sort("registered_at", ASCENDING)
-        return await self.with_inform([doc async for doc in cursor])
-
 
 # -- plan operations as MongoDB updates ---------------------------------------------
 

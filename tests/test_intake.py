@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import re
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import openpyxl
 import pytest
 
 from adshub.bus import RabbitBus, Topology
@@ -27,6 +30,10 @@ NUMBER = re.compile(r"\d{4}-\d{6}")
 
 async def run_cli(settings: Settings, *args: str) -> str:
     """Run the real ``adshub`` command against the test's database and return its stdout."""
+    return (await run_cli_bytes(settings, *args)).decode("utf-8")
+
+
+async def run_cli_bytes(settings: Settings, *args: str) -> bytes:
     env = {**os.environ, "ADSHUB_MONGO_URL": settings.mongo_url, "ADSHUB_LOG_FORMAT": "text"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -40,7 +47,7 @@ async def run_cli(settings: Settings, *args: str) -> str:
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
-    return out.decode("utf-8")
+    return out
 
 
 async def requests_of(settings: Settings) -> list[dict]:
@@ -52,7 +59,7 @@ async def requests_of(settings: Settings) -> list[dict]:
 
 
 async def test_burst_pipe_is_registered_and_answered_with_number_and_deadline(
-    hub: Hub, http: aiohttp.ClientSession, settings: Settings
+    hub: Hub, http: aiohttp.ClientSession, settings: Settings, tmp_path: Path
 ) -> None:
     chat = await connect_chat(http, hub.port or 0, "resident-0001")
     await chat.send("c1", "В подвале прорвало трубу горячей воды")
@@ -69,6 +76,19 @@ async def test_burst_pipe_is_registered_and_answered_with_number_and_deadline(
     assert [row["number"] for row in exported] == [number]
     assert exported[0]["category"] == "water_accident" and exported[0]["emergency"] is True
     assert exported[0]["channel"] == "webchat"
+
+    today = datetime.now(settings.zone).date()
+    later = (today + timedelta(days=1)).isoformat()
+    assert json.loads(await run_cli(settings, "journal", "export", "--since", later)) == []
+    rows = list(csv.reader(io.StringIO(await run_cli(settings, "journal", "export", "--format", "csv")), delimiter=";"))
+    assert len(rows) == 2 and rows[1][0] == number and "Номер" in rows[0][0]
+    target = tmp_path / "journal.xlsx"
+    until = today.isoformat()
+    await run_cli(settings, "journal", "export", "--format", "xlsx", "--until", until, "--output", str(target))
+    piped = await run_cli_bytes(settings, "journal", "export", "--format", "xlsx")
+    for book in (openpyxl.load_workbook(target), openpyxl.load_workbook(io.BytesIO(piped))):
+        sheet = book.active
+        assert sheet is not None and [c.value for c in sheet["A"]][1:] == [number]
 
 
 async def test_same_client_message_twice_makes_one_request_and_one_reply(
