@@ -485,12 +485,13 @@ class Inbox:
         await self._notify_executor(request, person)
 
     async def _notify_executor(self, request: RequestDoc, person: StaffDoc) -> None:
-        """On the first channel that notifies executors and has the person's address under its name."""
+        """On the first channel that notifies executors and has the person's address under its name; a
+        channel that reaches phones (SMS) takes the person's phone when no address is given for it."""
         context = {**self.texts.request_context(request), "executor": person["name"]}
         addresses: Mapping[str, object] = person
         linked = set(person.get("links") or [])
         for profile in self.channels.executor_channels():
-            address = addresses.get(profile.name)
+            address = addresses.get(profile.name) or (person.get("phone") if profile.reaches_phones else None)
             if not address:
                 continue
             outbound = Outbound(

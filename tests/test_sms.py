@@ -25,7 +25,7 @@ from channels.sms import Sms, fit, sms_parts
 from channels.voicemail.webhook import hook_signature
 from domain.paid import rubles
 from journal.users import Users
-from tests.helpers import Dispatcher, cleanup_topology, journal_of, make_settings, wait_for
+from tests.helpers import Dispatcher, cleanup_topology, journal_of, make_settings, register_from_chat, wait_for
 from tests.standins.smsru import SmsRuStandIn
 
 API_ID = "0000AAAA-1111-BBBB-2222-CCCC3333DDDD"
@@ -162,6 +162,30 @@ async def test_a_voicemail_caller_gets_the_number_and_deadline_by_sms_and_is_rec
         assert status == 200
         shown = re.sub(r"[ \t\r\n]+", " ", html.unescape(page))
         assert f"доставлено на телефон · {sms['parts']} SMS · {rubles(report['cost'])}" in shown
+    finally:
+        await dispatcher.close()
+        await hub.stop()
+        await cleanup_topology(sms_settings)
+
+
+async def test_an_executor_without_telegram_is_told_of_the_assignment_by_sms(
+    sms_settings: Settings, gateway: SmsRuStandIn
+) -> None:
+    hub = Hub(sms_settings, ["router", "webchat", "sms", "inbox"])
+    await hub.start()
+    dispatcher = Dispatcher(f"http://127.0.0.1:{hub.port}")
+    try:
+        assert hub.journal is not None
+        await Users(hub.journal).add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
+        await hub.journal.staff.insert_one(
+            {"_id": "p1", "name": "Иванов Иван", "trade": "сантехник", "phone": "+7 916 111-22-33", "active": True}
+        )
+        chat, number = await register_from_chat(hub, "sms-executor", "Течёт труба под раковиной, ул. Лесная 4, кв. 7")
+        await chat.http.close()
+        assert (await dispatcher.login("anna", "dispatcher-pass"))[0] == 200
+        assert (await dispatcher.post(f"/inbox/r/{number}/assign", {"staff": "p1"}))[0] == 200
+        sent = await wait_for(lambda: [m for m in gateway.sent if m["to"] == "79161112233"], what="the executor's SMS")
+        assert sent[0]["msg"].startswith(f"Заявка № {number}") and "Лесная" in sent[0]["msg"]
     finally:
         await dispatcher.close()
         await hub.stop()
