@@ -28,6 +28,10 @@ class TransientError(AdshubError):
     """A dependency is unavailable for now (database, broker, remote API)."""
 
 
+class QueryTooBroad(TransientError):
+    """A list the database could not read within its time: the filter needs narrowing, nothing is broken."""
+
+
 class Forbidden(AdshubError):
     """The person acting may not do this (a manager acting on an admin); refused and audited."""
 

@@ -357,6 +357,8 @@ _COUNTED = {
     "подъездный",
 }
 _FIELD_WORDS = {"кв", "квартира", "подъезд", "под", "этаж", "п"}
+_TYPES_THAT_NAME = {"набережная"}
+"""Street types that are also a street's whole name: «Набережная 70» is a house on Набережная улица."""
 _NOMINATIVE_STREETS = {"набережная", "площадь", "аллея", "бульвар", "шоссе", "линия", "дорога", "тракт", "слобода"}
 _NEXT_WORD = re.compile(r"[\s,.;:)(-]*([а-яёa-z]+)", re.IGNORECASE)
 
@@ -365,7 +367,7 @@ def _bare_street(name: str, after: str, streets: Collection[str]) -> bool:
     """Whether a capitalised word before a number («Кирова 14») is a street, not «Меня 2 дня» or «Ирина 12
     квартира»: a surname, an adjective that agrees with «улица», a noun in the genitive («Мира», «Строителей»),
     and never a word counting what follows the number. With a directory, only its streets."""
-    if name in _NOT_STREETS or name in STREET_TYPES:
+    if name in _NOT_STREETS or (name in STREET_TYPES and name not in _TYPES_THAT_NAME):
         return False
     following = _NEXT_WORD.match(after)
     if following and _MORPH.parse(following.group(1).lower())[0].normal_form in _COUNTED:

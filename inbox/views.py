@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from adshub.errors import Forbidden, InvalidInput, NotFound
+from adshub.errors import Forbidden, InvalidInput, NotFound, QueryTooBroad
 from adshub.ratelimit import RateLimiter
 from adshub.web import SETTINGS, read_form, render
 from bots.texts import STATUS_NAMES
@@ -28,7 +28,7 @@ from inbox.crewbot import CrewBot
 from inbox.live import EventHub
 from inbox.reports import build_report
 from inbox.wording import clock_name
-from journal.desk import JournalFilters, JournalKey
+from journal.desk import JOURNAL_PAGE_SECONDS, JournalFilters, JournalKey, JournalPage
 from journal.documents import ContactDoc, RequestDoc, StaffDoc
 from journal.export import JournalWorkbook, csv_text, export_row
 from journal.users import ACTION_NAMES, ROLE_NAMES, ROLES, Session, Users, rank
@@ -241,9 +241,13 @@ async def journal_page(request: web.Request) -> web.StreamResponse:
     filters = _filters(request)
     newer = JournalKey.parse(request.query.get("before", "")[:64])
     at = newer or JournalKey.parse(request.query.get("after", "")[:64])
-    found = await request.app[INBOX].desk.journal_page(
-        JournalFilters(filters), request.app[SETTINGS].zone, at, PAGE_SIZE, newer=newer is not None
-    )
+    too_broad = False
+    try:
+        found = await request.app[INBOX].desk.journal_page(
+            JournalFilters(filters), request.app[SETTINGS].zone, at, PAGE_SIZE, newer=newer is not None
+        )
+    except QueryTooBroad:
+        found, too_broad = JournalPage([], None, None), True
     return page(
         request,
         "inbox/journal.html",
@@ -254,6 +258,8 @@ async def journal_page(request: web.Request) -> web.StreamResponse:
             "paged": at is not None,
             "query_string": urlencode(filters),
             "statuses": STATUSES,
+            "too_broad": too_broad,
+            "journal_page_seconds": int(JOURNAL_PAGE_SECONDS),
         },
     )
 

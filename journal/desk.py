@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from adshub.errors import QueryTooBroad
 from domain.address import building_key, extract_address, street_key
 from domain.clocks import completed, next_due
 from journal.documents import (
@@ -116,6 +118,7 @@ LISTED_CONVERSATION = {"applied_messages": 0, "replay": 0, "state": 0}
 OPEN_LISTED = 5000
 """Open conversations the inbox reads at most: far above a city's worst night, below what would stall it."""
 EXPORT_BATCH = 500
+JOURNAL_PAGE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,22 @@ class Desk:
         self, filters: JournalFilters, tz: ZoneInfo, at: JournalKey | None, size: int, newer: bool = False
     ) -> JournalPage:
         """One page of the journal, newest first, starting after ``at`` (or, with ``newer``, the page that
-        ends before it). By key, not by skip: page 2,000 costs what page 1 does."""
+        ends before it). By key, not by skip: page 2,000 costs what page 1 does.
+
+        Bounded in time (``JOURNAL_PAGE_SECONDS``, the database told too): a filter no index narrows, such
+        as a street alone over a million requests on the embedded server, is refused with ``QueryTooBroad``
+        rather than holding the page and the database for minutes."""
+        try:
+            with pymongo.timeout(JOURNAL_PAGE_SECONDS):
+                return await self._journal_page(filters, tz, at, size, newer)
+        except PyMongoError as exc:
+            if exc.timeout:
+                raise QueryTooBroad(f"journal page over {filters.values} took over {JOURNAL_PAGE_SECONDS} s") from exc
+            raise
+
+    async def _journal_page(
+        self, filters: JournalFilters, tz: ZoneInfo, at: JournalKey | None, size: int, newer: bool
+    ) -> JournalPage:
         query = filters.query(tz)
         backwards = newer and at is not None
         order = ASCENDING if backwards else DESCENDING

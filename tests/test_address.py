@@ -89,6 +89,12 @@ def test_streets_written_without_their_type_are_still_found() -> None:
         ), row["text"]
 
 
+def test_a_street_named_after_its_type_is_a_street() -> None:
+    found = extract_address("Набережная 70, кв 5, течёт с потолка")
+    assert found is not None and (found.street, found.house, found.flat) == ("Набережная", "70", "5")
+    assert extract_address("Площадь 5 квадратных метров залило") is None
+
+
 def test_names_of_people_keep_their_form() -> None:
     for text, street in {
         "проспект Ленина 50": "Ленина",

@@ -10,11 +10,14 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import openpyxl
+import pytest
 
+import journal.desk as desk_module
 from adshub.contract import Outbound
 from app.runtime import Hub
 from channels.webchat import outbound_frame
@@ -451,3 +454,16 @@ async def test_search_first_read_finds_requests_changed_years_ago_and_never(jour
     index = SearchIndex(journal)
     await index.refresh()
     assert sorted(index.numbers("протечка")) == sorted(d["_id"] for d in docs)
+
+
+async def test_a_journal_filter_the_database_cannot_answer_in_time_is_refused_with_advice(
+    anna: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a million requests on the embedded server a street alone read for minutes and ended in a 500;
+    the page now stops at its time bound and tells the dispatcher how to narrow the filter."""
+    status, page = await anna.get("/inbox/journal?address=" + quote("Набережная"))
+    assert status == 200 and "не успел" not in page
+    monkeypatch.setattr(desk_module, "JOURNAL_PAGE_SECONDS", 1e-6)
+    status, page = await anna.get("/inbox/journal?address=" + quote("Набережная"))
+    assert status == 200 and "Журнал не успел найти заявки по этому фильтру" in page
+    assert "Ничего не найдено" in page
