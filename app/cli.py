@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,15 +255,15 @@ def _inspect_letters(paths: Sequence[Path]) -> int:
     return 0
 
 
-def _day(value: str | None, settings: Settings, end: bool = False) -> datetime | None:
-    if not value:
-        return None
-    try:
-        day = datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError as exc:
-        raise ConfigurationError(f"dates look like 2026-11-24, not {value!r}") from exc
-    moment = datetime.combine(day, time.max if end else time.min, settings.zone)
-    return moment
+def _day(value: str | None) -> str | None:
+    """A day as the journal's filters take it (2026-11-24), refused loudly when it is not one: the filters
+    themselves ignore what they cannot read, which on the command line would export everything."""
+    if value:
+        try:
+            datetime.strptime(value, "%Y-%m-%d")
+        except ValueError as exc:
+            raise ConfigurationError(f"dates look like 2026-11-24, not {value!r}") from exc
+    return value
 
 
 async def _buildings(settings: Settings, args: argparse.Namespace) -> int:
@@ -321,9 +321,8 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from journal.export import JournalWorkbook, csv_text, export_row
     from journal.repository import Journal
 
-    _day(args.since, settings)
-    _day(args.until, settings)
-    filters = JournalFilters({k: v for k, v in (("from", args.since), ("to", args.until)) if v})
+    days = (("from", _day(args.since)), ("to", _day(args.until)))
+    filters = JournalFilters({k: v for k, v in days if v})
     titles = channel_directory(settings).titles()
     zone = settings.zone
     with contextlib.ExitStack() as files:

@@ -115,78 +115,75 @@ async def test_the_daily_cap_refuses_with_the_reason_and_a_gateway_hiccup_gives_
         await j.drop()
 
 
-async def test_a_voicemail_caller_gets_the_number_and_deadline_by_sms_and_is_recorded_informed(
-    sms_settings: Settings, gateway: SmsRuStandIn
-) -> None:
-    hub = Hub(sms_settings, ["router", "voicemail", "sms", "inbox"])
+@pytest.fixture
+async def sms_hub(sms_settings: Settings) -> AsyncIterator[tuple[Hub, Dispatcher]]:
+    """A hub taking voicemail and the web chat, sending SMS, with the inbox and a dispatcher (not signed in)."""
+    hub = Hub(sms_settings, ["router", "voicemail", "webchat", "sms", "inbox"])
     await hub.start()
     dispatcher = Dispatcher(f"http://127.0.0.1:{hub.port}")
-    try:
-        assert hub.journal is not None
-        await Users(hub.journal).add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
-        url = f"http://127.0.0.1:{hub.port}/telephony/voicemail"
-        async with aiohttp.ClientSession() as http:
-            for call_id, caller, transcript in (
-                ("pbx-1", "8 (912) 300-44-17", "прорвало трубу горячей воды в ванной, ул. Ленина 5 кв 12"),
-                ("pbx-2", "8 (495) 123-45-67", "течёт крыша над подъездом, ул. Ленина 7"),
-            ):
-                body = json.dumps({"id": call_id, "caller": caller, "transcript": transcript}).encode()
-                stamp = str(int(time.time()))
-                headers = {
-                    "X-Adshub-Timestamp": stamp,
-                    "X-Adshub-Signature": hook_signature("hook-secret", stamp, body),
-                }
-                async with http.post(url, data=body, headers=headers) as response:
-                    assert response.status == 200
-        async with journal_of(sms_settings) as j:
-            mobile = await wait_for(lambda: j.requests.find_one({"contact.phone": "+79123004417"}), what="request")
-            landline = await wait_for(lambda: j.requests.find_one({"contact.phone": "+74951234567"}), what="request")
-            await wait_for(lambda: gateway.sent, what="an SMS at the gateway")
-            sms = gateway.sent[0]
-            assert sms["to"] == "79123004417"
-            assert f"заявка № {mobile['number']} принята" in sms["msg"] and "Тел. +7 495 000-00-00" in sms["msg"]
-            assert "до " in sms["msg"]
-            report = await wait_for(
-                lambda: j.delivery_reports.find_one({"gateway_id": sms["id"], "state": "delivered"}),
-                what="the handset's delivery report",
-            )
-            assert report["cost"] == 3.5 * sms["parts"] and report["request_number"] == mobile["number"]
-            informed = (await j.with_inform([mobile]))[0]["clocks"]["inform"]
-            assert informed["met"] is True and informed["done_at"] <= informed["due_at"]
-            assert await j.tasks.count_documents({"kind": "callback", "request_number": mobile["number"]}) == 1
-            assert await j.messages.count_documents({"direction": "out", "channel": "sms"}) == 1
-            assert await j.messages.count_documents({"request_number": landline["number"], "direction": "out"}) == 0
-            assert len(gateway.sent) == 1
-        assert (await dispatcher.login("anna", "dispatcher-pass"))[0] == 200
-        status, page = await dispatcher.get(f"/inbox/c/{quote(mobile['conversation_id'])}")
-        assert status == 200
-        shown = re.sub(r"[ \t\r\n]+", " ", html.unescape(page))
-        assert f"доставлено на телефон · {sms['parts']} SMS · {rubles(report['cost'])}" in shown
-    finally:
-        await dispatcher.close()
-        await hub.stop()
-        await cleanup_topology(sms_settings)
+    assert hub.journal is not None
+    await Users(hub.journal).add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
+    yield hub, dispatcher
+    await dispatcher.close()
+    await hub.stop()
+    await cleanup_topology(sms_settings)
+
+
+async def test_a_voicemail_caller_gets_the_number_and_deadline_by_sms_and_is_recorded_informed(
+    sms_settings: Settings, sms_hub: tuple[Hub, Dispatcher], gateway: SmsRuStandIn
+) -> None:
+    hub, dispatcher = sms_hub
+    url = f"http://127.0.0.1:{hub.port}/telephony/voicemail"
+    async with aiohttp.ClientSession() as http:
+        for call_id, caller, transcript in (
+            ("pbx-1", "8 (912) 300-44-17", "прорвало трубу горячей воды в ванной, ул. Ленина 5 кв 12"),
+            ("pbx-2", "8 (495) 123-45-67", "течёт крыша над подъездом, ул. Ленина 7"),
+        ):
+            body = json.dumps({"id": call_id, "caller": caller, "transcript": transcript}).encode()
+            stamp = str(int(time.time()))
+            headers = {
+                "X-Adshub-Timestamp": stamp,
+                "X-Adshub-Signature": hook_signature("hook-secret", stamp, body),
+            }
+            async with http.post(url, data=body, headers=headers) as response:
+                assert response.status == 200
+    async with journal_of(sms_settings) as j:
+        mobile = await wait_for(lambda: j.requests.find_one({"contact.phone": "+79123004417"}), what="request")
+        landline = await wait_for(lambda: j.requests.find_one({"contact.phone": "+74951234567"}), what="request")
+        await wait_for(lambda: gateway.sent, what="an SMS at the gateway")
+        sms = gateway.sent[0]
+        assert sms["to"] == "79123004417"
+        assert f"заявка № {mobile['number']} принята" in sms["msg"] and "Тел. +7 495 000-00-00" in sms["msg"]
+        assert "до " in sms["msg"]
+        report = await wait_for(
+            lambda: j.delivery_reports.find_one({"gateway_id": sms["id"], "state": "delivered"}),
+            what="the handset's delivery report",
+        )
+        assert report["cost"] == 3.5 * sms["parts"] and report["request_number"] == mobile["number"]
+        informed = (await j.with_inform([mobile]))[0]["clocks"]["inform"]
+        assert informed["met"] is True and informed["done_at"] <= informed["due_at"]
+        assert await j.tasks.count_documents({"kind": "callback", "request_number": mobile["number"]}) == 1
+        assert await j.messages.count_documents({"direction": "out", "channel": "sms"}) == 1
+        assert await j.messages.count_documents({"request_number": landline["number"], "direction": "out"}) == 0
+        assert len(gateway.sent) == 1
+    assert (await dispatcher.login("anna", "dispatcher-pass"))[0] == 200
+    status, page = await dispatcher.get(f"/inbox/c/{quote(mobile['conversation_id'])}")
+    assert status == 200
+    shown = re.sub(r"[ \t\r\n]+", " ", html.unescape(page))
+    assert f"доставлено на телефон · {sms['parts']} SMS · {rubles(report['cost'])}" in shown
 
 
 async def test_an_executor_without_telegram_is_told_of_the_assignment_by_sms(
-    sms_settings: Settings, gateway: SmsRuStandIn
+    sms_hub: tuple[Hub, Dispatcher], gateway: SmsRuStandIn
 ) -> None:
-    hub = Hub(sms_settings, ["router", "webchat", "sms", "inbox"])
-    await hub.start()
-    dispatcher = Dispatcher(f"http://127.0.0.1:{hub.port}")
-    try:
-        assert hub.journal is not None
-        await Users(hub.journal).add("anna", "dispatcher-pass", "dispatcher", "Анна Диспетчер")
-        await hub.journal.staff.insert_one(
-            {"_id": "p1", "name": "Иванов Иван", "trade": "сантехник", "phone": "+7 916 111-22-33", "active": True}
-        )
-        chat, number = await register_from_chat(hub, "sms-executor", "Течёт труба под раковиной, ул. Лесная 4, кв. 7")
-        await chat.http.close()
-        assert (await dispatcher.login("anna", "dispatcher-pass"))[0] == 200
-        assert (await dispatcher.post(f"/inbox/r/{number}/assign", {"staff": "p1"}))[0] == 200
-        sent = await wait_for(lambda: [m for m in gateway.sent if m["to"] == "79161112233"], what="the executor's SMS")
-        assert sent[0]["msg"].startswith(f"Заявка № {number}") and "Лесная" in sent[0]["msg"]
-    finally:
-        await dispatcher.close()
-        await hub.stop()
-        await cleanup_topology(sms_settings)
+    hub, dispatcher = sms_hub
+    assert hub.journal is not None
+    await hub.journal.staff.insert_one(
+        {"_id": "p1", "name": "Иванов Иван", "trade": "сантехник", "phone": "+7 916 111-22-33", "active": True}
+    )
+    chat, number = await register_from_chat(hub, "sms-executor", "Течёт труба под раковиной, ул. Лесная 4, кв. 7")
+    await chat.http.close()
+    assert (await dispatcher.login("anna", "dispatcher-pass"))[0] == 200
+    assert (await dispatcher.post(f"/inbox/r/{number}/assign", {"staff": "p1"}))[0] == 200
+    sent = await wait_for(lambda: [m for m in gateway.sent if m["to"] == "79161112233"], what="the executor's SMS")
+    assert sent[0]["msg"].startswith(f"Заявка № {number}") and "Лесная" in sent[0]["msg"]
