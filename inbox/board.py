@@ -4,8 +4,9 @@ The live list reloads on every event, and at a city's scale it holds thousands o
 reading them, their requests and residents costs the embedded server about half a second each time. The
 board reads everything once, then on each look only what changed since: the conversations and requests the
 events name (this process's own changes and every router's, through the bus), the conversations with a
-message newer than the newest it holds, and everything again in the background every ``REFRESH`` seconds
-for what no event named (a message reviewed in another inbox process).
+message newer than the newest it holds (while it holds none, newer than its first read: a board loaded on an
+empty journal still sees the first resident before the bus tells it), and everything again in the
+background every ``REFRESH`` seconds for what no event named (a message reviewed in another inbox process).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from journal.desk import Desk
@@ -24,6 +26,7 @@ from journal.documents import ContactDoc, ConversationDoc, RequestDoc
 log = logging.getLogger("adshub.inbox.board")
 REFRESH = 60.0
 RECENT = 200
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Snapshot:
     conversations: dict[str, ConversationDoc] = field(default_factory=dict)
     requests: dict[str, RequestDoc] = field(default_factory=dict)
     contacts: dict[str, ContactDoc] = field(default_factory=dict)
+    read_from: datetime = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def is_open(conversation: ConversationDoc) -> bool:
@@ -86,10 +90,11 @@ class Board:
                 await self._reload
 
     async def _load(self) -> Snapshot:
+        started = datetime.now(UTC) - CLOCK_SKEW
         conversations = await self.desk.inbox_conversations(recent=self.recent)
         requests = await self.desk.requests_of(c.get("active_request") for c in conversations)
         contacts = await self.desk.contacts_by_id(c.get("contact_id") for c in conversations)
-        return Snapshot({c["_id"]: c for c in conversations}, requests, contacts)
+        return Snapshot({c["_id"]: c for c in conversations}, requests, contacts, started)
 
     async def _reload_in_background(self) -> None:
         try:
@@ -114,8 +119,8 @@ class Board:
             named_conversations |= {str(r["conversation_id"]) for r in changed.values() if r.get("conversation_id")}
         fresh = await self.desk.conversations_by_id(named_conversations)
         stamps = [c["last_message_at"] for c in board.conversations.values() if c.get("last_message_at")]
-        if stamps:
-            fresh.update({c["_id"]: c for c in await self.desk.conversations_since(max(stamps))})
+        since = max(stamps) if stamps else board.read_from
+        fresh.update({c["_id"]: c for c in await self.desk.conversations_since(since)})
         for conversation_id in named_conversations - fresh.keys():
             board.conversations.pop(conversation_id, None)
         board.conversations.update(fresh)

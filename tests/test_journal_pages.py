@@ -145,6 +145,15 @@ async def test_open_conversations_are_listed_however_old_their_last_message(jour
     assert listed == {"telegram:old-open", "vk:old-waiting", "webchat:recent-0", "webchat:recent-1", "webchat:recent-2"}
 
 
+async def test_a_board_read_on_an_empty_journal_sees_the_first_conversation_without_an_event(journal: Journal) -> None:
+    board = Board(Desk(journal))
+    assert (await board.snapshot()).conversations == {}
+    await journal.conversations.insert_one(
+        {"_id": "webchat:first", "active_request": None, "waiting_since": NOW, "last_message_at": datetime.now(UTC)}
+    )
+    assert set((await board.snapshot()).conversations) == {"webchat:first"}
+
+
 def test_open_statuses_are_every_status_but_the_closed_ones() -> None:
     assert set(OPEN_STATUSES) == set(STATUS_NAMES) - set(CLOSED_STATUSES)
 
