@@ -136,7 +136,7 @@ async def load_round(journal: Journal, inbounds: list[Inbound]) -> tuple[Loaded,
     edit_targets = [m.edit_of for m in inbounds if m.edit_of]
     seen = await journal.processed(ids + edit_targets)
     done = [i for i in ids if i in seen]
-    replays = await journal.replies_to(done) if done else []
+    replays = await journal.replies_to([seen[i] for i in done]) if done else []
     fresh = [unregistered_edit(m, seen) for m in inbounds if m.id not in seen]
     if not fresh:
         return Loaded(seen, []), replays

@@ -130,3 +130,18 @@ async def test_a_recovered_report_joins_the_incident_another_report_opened_meanw
     assert recovered is not None and recovered["_id"] != opened_by
     assert recovered["incident_id"] == opened_by
     assert [i["_id"] async for i in journal.incidents.find({})] == [opened_by]
+
+
+async def test_a_message_redelivered_after_it_was_written_resends_its_undelivered_reply_and_nothing_else(
+    router: Router, journal: Journal, unique: str
+) -> None:
+    """The router wrote everything and died before the reply left: the redelivery sends that reply again,
+    the one stored, and registers nothing new."""
+    message = chat(f"replay{unique}", 1, "Прорвало трубу, хлещет вода! ул. Ленина 7 кв 3")
+    first = await router.process([message])
+    (reply,) = first.outbounds
+    again = await router.process([message], redelivered={message.id})
+    assert [o.id for o in again.outbounds] == [reply.id] and again.outbounds[0].text == reply.text
+    assert await journal.requests.count_documents({"source_message_id": message.id}) == 1
+    await journal.messages.update_one({"_id": reply.id}, {"$set": {"delivery.status": "sent"}})
+    assert (await router.process([message], redelivered={message.id})).outbounds == []
