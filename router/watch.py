@@ -20,7 +20,7 @@ from domain.categories import CATEGORIES, Category
 from domain.clocks import clock_alerts, next_due
 from domain.deadlines import CLOCK_LABELS
 from journal.documents import ClockDoc
-from journal.repository import Journal, is_transient
+from journal.repository import ClockRecord, Journal, is_transient
 
 log = logging.getLogger("adshub.watch")
 
@@ -72,6 +72,7 @@ class ClockWatcher:
     async def tick(self, now: datetime) -> list[Event]:
         horizon = now + self.warn_before
         events: list[Event] = []
+        records: list[ClockRecord] = []
         docs = await self.journal.requests_due(horizon)
         informed = await self.journal.inform_times(
             [d["_id"] for d in docs if ((d.get("clocks") or {}).get("inform") or {}).get("done_at") is None]
@@ -99,9 +100,10 @@ class ClockWatcher:
                         data={"clock": alert.clock, "due_at": alert.due_at.isoformat()},
                     )
                 )
-            await self.journal.record_clock_alerts(
-                doc["_id"], alerts, now, next_due(clocks, self.warn_before), informed=cast(ClockDoc | None, inform)
+            records.append(
+                ClockRecord(doc["_id"], alerts, now, next_due(clocks, self.warn_before), cast(ClockDoc | None, inform))
             )
+        await self.journal.record_clock_alerts(records)
         events.extend(await self._tasks(now))
         if events:
             await self.bus.publish_events(events)
