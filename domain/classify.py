@@ -619,8 +619,7 @@ def _rule_outage(a: Analysis, ev: Evidence) -> None:
     absent: list[int] = []
     for concept in ("WATER", "HOT", "HEATING", "LIGHT", "GAS"):
         for i in a.absent(concept) + _near_absence(a, concept):
-            prev = a.words[i - 1] if i > 0 else None
-            if concept == "GAS" and prev is not None and "SMELL" in concepts_of(prev.text)[1]:
+            if concept == "GAS" and _smell_nearby(a, i):
                 continue
             if _lift_nearby(a, i):
                 continue
@@ -643,6 +642,13 @@ def _rule_outage(a: Analysis, ev: Evidence) -> None:
     weak = _pair(a, "ABSENT_WEAK", a.active("WATER") + a.active("HOT") + a.active("LIGHT") + a.active("HEATING"), 4)
     if weak:
         ev.add(Category.UTILITY_OUTAGE, 1.0, a.phrase(weak))
+
+
+def _smell_nearby(a: Analysis, i: int) -> bool:
+    """«пахнет не газом», «не газом пахнет, а краской»: a negated gas beside a smell is about the smell,
+    not gas missing from the stove."""
+    clause = a.words[i].clause
+    return any("SMELL" in concepts_of(w.text)[1] and w.clause == clause for w in a.words[max(0, i - 3) : i + 4])
 
 
 def _hot_runs_cold(a: Analysis) -> list[int]:

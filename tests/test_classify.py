@@ -56,6 +56,8 @@ def test_examples(text: str, category: Category) -> None:
 def test_negation_is_understood() -> None:
     assert classify("газом не пахнет, но плита не зажигается").category is not Category.GAS_SMELL
     assert classify("запаха газа нет, нет газа во всём подъезде").category is Category.UTILITY_OUTAGE
+    smell_not_gas = classify("в коридоре пахнет не газом, а чем-то горелым с улицы, это опасно?")
+    assert smell_not_gas.category is not Category.UTILITY_OUTAGE and smell_not_gas.category is not Category.GAS_SMELL
 
 
 def test_past_and_resolved_problems_are_not_emergencies() -> None:
