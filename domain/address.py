@@ -56,10 +56,15 @@ STREET_TYPES: dict[str, str] = {
 
 _NUM = r"\d{1,4}(?:\s?[а-я](?![а-я]))?(?:/\d{1,3})?"
 _TYPE_RE = "|".join(sorted((re.escape(t) for t in STREET_TYPES), key=len, reverse=True))
-_NAME = r"[а-я][а-я-]{1,30}(?:\s(?!д\b|дом|кв|корп|стр|под)[а-я][а-я-]{2,30})?"
+_MONTHS = "января|февраля|марта|апреля|мая|июня|июля|августа|сентября|октября|ноября|декабря"
+_NAME = (
+    rf"(?:\d{{1,2}}\s(?:{_MONTHS})(?![а-я])|\d{{2,3}}[\s-](?:лет|летия)\s[а-я]{{3,30}}"
+    r"|[а-я][а-я-]{1,30}(?:\s(?!д\b|дом|кв|корп|стр|под)[а-я][а-я-]{2,30})?)"
+)
+"""A street's name after its type: words («Ленина», «Карла Маркса») or a date («8 Марта», «50 лет Октября»)."""
 _GENDER = {"ул.": "femn", "наб.": "femn", "пл.": "femn", "аллея": "femn", "ш.": "neut"}
 
-_STREET_AFTER_TYPE = re.compile(rf"(?<![а-я])({_TYPE_RE})\.?\s+(?:им\.?\s+)?({_NAME})")
+_STREET_AFTER_TYPE = re.compile(rf"(?<![а-я])({_TYPE_RE})(?:\.\s*|\s+)(?:им\.?\s+)?({_NAME})")
 _STREET_BEFORE_TYPE = re.compile(rf"(?<![а-я])([а-я][а-я-]{{2,30}}(?:ой|ий|ый|ая|ой|ский|ская))\s+({_TYPE_RE})\b\.?")
 _HOUSE = re.compile(rf"(?<![а-я])(?:д|дом|дома|доме)\.?\s*№?\s*({_NUM})")
 _BUILDING = re.compile(r"(?<![а-я])(?:корп|корпус|к)\.?\s*(\d{1,3}[а-я]?)")
@@ -70,7 +75,12 @@ _FLOOR = re.compile(
     r"(?<!\d)(\d{1,2})(?:-?[а-я]{1,2})?\s+(?:\(?[а-я]+\)?\s+)?этаж|(?<![а-я])этаж[а-я]*\s*(\d{1,2})(?!\d)"
 )
 _FLAT = re.compile(r"(?<![а-я])(?:кв|квартир[аеуы]?|квартиры)\.?\s*№?\s*(\d{1,4})(?!\d)")
-_BARE = re.compile(r"(?<![а-яА-ЯёЁ])([А-ЯЁ][а-яё-]{2,30})\s+(\d{1,4}[а-я]?(?:/\d{1,3})?)(?:\s*[-–]\s*(\d{1,4}))?(?!\d)")
+_BARE = re.compile(
+    r"(?<![а-яА-ЯёЁ])([А-ЯЁ][а-яё-]{2,30}),?\s+(?:(?:д|дом)\.?\s*)?(\d{1,4}[а-я]?(?:/\d{1,3})?)"
+    r"(?:\s*[-–]\s*(\d{1,4}))?(?!\d)"
+)
+_DATED_BARE = re.compile(rf"(?<![\d.:])(\d{{1,2}}\s(?:{_MONTHS}))\s+(\d{{1,4}}[а-я]?(?:/\d{{1,3}})?)(?![\d:.])")
+"""«8 Марта 17»: a street named by a date, written without its type."""
 _PO_STREET = re.compile(rf"(?<![а-я])(?:д|дом|дома)\.?\s*№?\s*({_NUM})\s+по\s+({_NAME})")
 
 _NOT_STREETS = {
@@ -180,7 +190,7 @@ def street_key(text: str) -> str:
 
 
 def _title(name: str) -> str:
-    return " ".join(part[:1].upper() + part[1:] for part in name.split())
+    return " ".join(part if part in ("лет", "летия") else part[:1].upper() + part[1:] for part in name.split())
 
 
 @lru_cache(maxsize=10_000)
@@ -232,7 +242,8 @@ def extract_address(text: str, streets: Collection[str] = ()) -> Address | None:
     match = _STREET_AFTER_TYPE.search(low)
     if match and match.group(2).split()[0] not in _NOT_STREETS:
         street_type = STREET_TYPES[match.group(1)]
-        street = _keep_capitalized(match.group(2), original, low)
+        named = match.group(2)
+        street = named if named[:1].isdigit() else _keep_capitalized(named, original, low)
     else:
         match = _STREET_BEFORE_TYPE.search(low)
         if match:
@@ -258,6 +269,10 @@ def extract_address(text: str, streets: Collection[str] = ()) -> Address | None:
             house = _clean_house(follow.group(1))
             flat = follow.group(2)
     if not street:
+        dated = _DATED_BARE.search(low)
+        if dated and not _counts_something(low[dated.end() :]) and _known_or_none(dated.group(1), streets):
+            street, house = dated.group(1), house or _clean_house(dated.group(2))
+    if not street:
         for bare in _BARE.finditer(original):
             name = bare.group(1).lower().replace("ё", "е")
             if not _bare_street(name, original[bare.end() :], streets):
@@ -272,7 +287,7 @@ def extract_address(text: str, streets: Collection[str] = ()) -> Address | None:
         if len(words) > 1 and words[1] in STREET_TYPES:
             street = words[0]
 
-    flat_match = _FLAT.search(low)
+    flat_match = next((m for m in _FLAT.finditer(low) if not _counts_something(low[m.end() :])), None)
     flat = flat_match.group(1) if flat_match else flat
     building, low = _take(_BUILDING, low)
     structure, low = _take(_STRUCTURE, low)
@@ -369,15 +384,27 @@ def _bare_street(name: str, after: str, streets: Collection[str]) -> bool:
     and never a word counting what follows the number. With a directory, only its streets."""
     if name in _NOT_STREETS or (name in STREET_TYPES and name not in _TYPES_THAT_NAME):
         return False
-    following = _NEXT_WORD.match(after)
-    if following and _MORPH.parse(following.group(1).lower())[0].normal_form in _COUNTED:
-        numbered = re.match(r"\.?\s*№?\s*\d", after[following.end() :])
-        if not (numbered and following.group(1).lower() in _FIELD_WORDS):
-            return False
+    if _counts_something(after):
+        return False
     if streets:
         keys = {street_key(name), street_key(_nominative(name, None))}
         return any(_near_street(key, part) for known in streets for part in (known, *known.split()) for key in keys)
     return _street_like(name)
+
+
+def _known_or_none(name: str, streets: Collection[str]) -> bool:
+    """With a directory, only its streets count; without one, any."""
+    return not streets or any(_near_street(street_key(name), known) for known in streets)
+
+
+def _counts_something(after: str) -> bool:
+    """The number before ``after`` counts something («2 дня», «15 градусов»), unless the word is an address
+    field with its own number («12 кв 5»)."""
+    following = _NEXT_WORD.match(after)
+    if not following or _MORPH.parse(following.group(1).lower())[0].normal_form not in _COUNTED:
+        return False
+    numbered = re.match(r"\.?\s*№?\s*\d", after[following.end() :])
+    return not (numbered and following.group(1).lower() in _FIELD_WORDS)
 
 
 @lru_cache(maxsize=10_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from domain.address import extract_address
+from domain.address import building_key, extract_address
 from domain.normalize import words_to_digits
 from domain.phones import extract_phones, normalize_phone
 from tests.helpers import REPO
@@ -115,3 +115,33 @@ def test_the_directory_decides_which_untyped_words_are_streets() -> None:
     assert unknown is None or unknown.street is None
     typed = extract_address("ул. Марата 3", streets)
     assert typed is not None and typed.street == "Марата"
+
+
+def test_an_address_written_without_spaces_after_its_abbreviations() -> None:
+    found = extract_address("Ул.Садовая,д.12,кв.7")
+    assert found is not None and (found.street, found.street_type, found.house, found.flat) == (
+        "Садовая",
+        "ул.",
+        "12",
+        "7",
+    )
+    found = extract_address("Чехова д 4 кв 9, течёт")
+    assert found is not None and (found.street, found.house, found.flat) == ("Чехова", "4", "9")
+
+
+def test_streets_named_by_a_date_keep_the_date() -> None:
+    for text in ("ул. 1 Мая 23 кв 4", "улица 1 мая, дом 23, кв 4", "1 Мая 23 кв 4"):
+        found = extract_address(text)
+        assert found is not None and (found.street, found.house, found.flat) == ("1 Мая", "23", "4"), text
+    found = extract_address("пр-т 60 лет Октября 3")
+    assert found is not None and (found.street, found.house) == ("60 лет Октября", "3")
+    assert building_key(extract_address("1 Мая 23")) == building_key(extract_address("ул. 1 Мая, д. 23"))
+    for text in ("приходили 1 мая 2 раза", "с 1 мая 2026 года нет воды", "1 мая 14:30 был мастер"):
+        found = extract_address(text)
+        assert found is None or found.street is None, text
+
+
+def test_a_number_that_counts_something_is_not_a_flat() -> None:
+    found = extract_address("в квартире 14 градусов, Ленина 3 кв 8")
+    assert found is not None and found.flat == "8"
+    assert extract_address("в квартире 14 градусов") is None

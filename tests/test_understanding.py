@@ -17,7 +17,7 @@ from adshub.errors import InvalidInput
 from adshub.settings import Settings
 from app.runtime import channel_directory
 from bots.texts import Texts
-from domain.address import Address
+from domain.address import Address, extract_address
 from domain.buildings import match_building, parse_buildings
 from domain.deadlines import DeadlinePolicy
 from domain.incidents import incident_kind
@@ -65,6 +65,14 @@ def test_directory_csv_in_windows_1251_with_semicolons() -> None:
         parse_buildings("street,flats\nЛенина,5\n".encode())
     with pytest.raises(InvalidInput, match="line 2"):
         parse_buildings(b"street,house,floors\nLenina,7,many\n")
+
+
+def test_a_street_named_by_a_date_matches_however_the_resident_writes_it() -> None:
+    docs = parse_buildings("street,house\n8 Марта,17\nул. 50 лет Октября,3\n".encode())
+    assert [d["key"] for d in docs] == ["8 марта|17", "50 лет октября|3"]
+    for text in ("ул. 8 Марта, д. 17, кв 3", "8 Марта 17 кв 3", "улица 8 марта дом 17"):
+        found = extract_address(text, [d["street_key"] for d in docs])
+        assert found is not None and match_building(found, docs)["key"] == "8 марта|17", text  # type: ignore[index]
 
 
 def test_matching_tolerates_a_typo_in_the_street() -> None:
