@@ -199,7 +199,6 @@ class Inbox:
     async def rows(self) -> list[Row]:
         """The inbox list: every open conversation and the latest others, the nearest clock first."""
         board = await self.board.snapshot()
-        await self.journal.with_inform(list(board.requests.values()))
         return build_rows(list(board.conversations.values()), board.requests, board.contacts, self.policy.review)
 
     async def open_tasks(self) -> list[TaskDoc]:

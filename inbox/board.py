@@ -26,6 +26,9 @@ from journal.documents import ContactDoc, ConversationDoc, RequestDoc
 log = logging.getLogger("adshub.inbox.board")
 REFRESH = 60.0
 RECENT = 200
+INFORM_RECHECK = 15.0
+"""Seconds between looks at every listed request's delivery records; in between only the requests an
+event named are looked at (a reply delivered names its conversation)."""
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -42,8 +45,11 @@ def is_open(conversation: ConversationDoc) -> bool:
 
 
 class Board:
-    def __init__(self, desk: Desk, refresh: float = REFRESH, recent: int = RECENT) -> None:
+    def __init__(
+        self, desk: Desk, refresh: float = REFRESH, recent: int = RECENT, inform_recheck: float = INFORM_RECHECK
+    ) -> None:
         self.desk = desk
+        self.inform_recheck = inform_recheck
         self.refresh = refresh
         self.recent = recent
         self._snapshot: Snapshot | None = None
@@ -53,6 +59,8 @@ class Board:
         self._contacts: set[str] = set()
         self._lock = asyncio.Lock()
         self._reload: asyncio.Task[None] | None = None
+        self._inform_dirty: set[str] = set()
+        self._inform_all_at = -inform_recheck
 
     def changed(
         self, conversation_id: str | None = None, request_number: str | None = None, contact_id: str | None = None
@@ -66,11 +74,16 @@ class Board:
             self._contacts.add(contact_id)
 
     def noted(self, event: Mapping[str, Any]) -> None:
-        """An event of the bus (a dict as it travels): what it names changed."""
+        """An event of the bus (a dict as it travels): what it names changed (a delivery names the
+        conversations whose replies went out)."""
         data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
         self.changed(
             _text(event.get("conversation_id")), _text(event.get("request_number")), _text((data or {}).get("contact"))
         )
+        delivered = (data or {}).get("conversations")
+        if isinstance(delivered, list):
+            for conversation_id in delivered:
+                self.changed(_text(conversation_id))
 
     async def snapshot(self) -> Snapshot:
         """The open conversations and the latest others, with their active requests and residents."""
@@ -81,6 +94,7 @@ class Board:
             elif time.monotonic() - self._loaded_at > self.refresh and self._reload is None:
                 self._reload = asyncio.create_task(self._reload_in_background(), name="inbox-board-reload")
             await self._catch_up(self._snapshot)
+            await self._resolve_inform(self._snapshot)
             return self._snapshot
 
     async def close(self) -> None:
@@ -101,11 +115,27 @@ class Board:
             fresh = await self._load()
             async with self._lock:
                 self._snapshot, self._loaded_at = fresh, time.monotonic()
+                self._inform_all_at = -self.inform_recheck
         except Exception as exc:
             log.warning("inbox list not reloaded (%s); it keeps what it holds", exc)
             self._loaded_at = time.monotonic()
         finally:
             self._reload = None
+
+    async def _resolve_inform(self, board: Snapshot) -> None:
+        """Complete the inform clocks of listed requests from the delivery records, in memory: every listed
+        request every ``INFORM_RECHECK`` seconds, in between only those read again or named by an event.
+        (Each look at all of them costs a query per hundred requests, and the live list reloads on every
+        event.)"""
+        now = time.monotonic()
+        if now - self._inform_all_at > self.inform_recheck:
+            wanted = list(board.requests.values())
+            self._inform_all_at = now
+        else:
+            wanted = [board.requests[n] for n in self._inform_dirty if n in board.requests]
+        self._inform_dirty.clear()
+        if wanted:
+            await self.desk.journal.with_inform(wanted)
 
     async def _catch_up(self, board: Snapshot) -> None:
         """Read again what events named, and the conversations with messages newer than the board's."""
@@ -116,7 +146,13 @@ class Board:
         if named_requests & listed:
             changed = await self.desk.requests_of(named_requests & listed)
             board.requests.update(changed)
+            self._inform_dirty.update(changed)
             named_conversations |= {str(r["conversation_id"]) for r in changed.values() if r.get("conversation_id")}
+        self._inform_dirty.update(
+            str(c["active_request"])
+            for c in board.conversations.values()
+            if c["_id"] in named_conversations and c.get("active_request")
+        )
         fresh = await self.desk.conversations_by_id(named_conversations)
         stamps = [c["last_message_at"] for c in board.conversations.values() if c.get("last_message_at")]
         since = max(stamps) if stamps else board.read_from
@@ -129,6 +165,8 @@ class Board:
         wanted = (listed - board.requests.keys()) | (_active(fresh.values()) & named_requests)
         if wanted:
             board.requests.update(await self.desk.requests_of(wanted))
+        self._inform_dirty.update(wanted)
+        self._inform_dirty.update(_active(fresh.values()))
         people = {str(c["contact_id"]) for c in board.conversations.values() if c.get("contact_id")}
         people = (people - board.contacts.keys()) | named_contacts
         if people:

@@ -190,3 +190,29 @@ async def test_the_inbox_board_reads_what_changed_and_nothing_else(journal: Jour
     board.noted({"type": "person.updated", "data": {"contact": "c1"}})
     await journal.contacts.update_one({"_id": "c1"}, {"$set": {"name": "Петрова Анна"}})
     assert (await board.snapshot()).contacts["c1"]["name"] == "Петрова Анна"
+
+
+async def test_the_board_completes_inform_clocks_from_deliveries_when_a_delivery_names_the_conversation(
+    journal: Journal,
+) -> None:
+    inform = {"due_at": NOW + timedelta(minutes=30), "done_at": None, "met": None}
+    await journal.requests.insert_one(
+        request(7, NOW, status="registered", conversation_id="vk:7", clocks={"inform": inform})
+    )
+    await journal.conversations.insert_many(
+        [
+            {"_id": "vk:7", "active_request": "2026-000007", "last_message_at": NOW},
+            {"_id": "webchat:8", "active_request": None, "last_message_at": NOW + timedelta(minutes=1)},
+        ]
+    )
+    board = Board(Desk(journal), inform_recheck=3600.0)
+    assert (await board.snapshot()).requests["2026-000007"]["clocks"]["inform"]["done_at"] is None
+    await journal.deliveries.insert_one(
+        {"_id": "vk:7:1#reply", "status": "sent", "at": NOW + timedelta(seconds=2), "request_number": "2026-000007"}
+    )
+    assert (await board.snapshot()).requests["2026-000007"]["clocks"]["inform"]["done_at"] is None, (
+        "between rechecks only what an event names is looked at"
+    )
+    board.noted({"type": "delivery", "data": {"channel": "vk", "conversations": ["vk:7"], "failed": 0}})
+    clock = (await board.snapshot()).requests["2026-000007"]["clocks"]["inform"]
+    assert clock["done_at"] is not None and clock["met"] is True and clock["by"] == "hub"
