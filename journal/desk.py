@@ -292,15 +292,15 @@ class Desk:
             ties = {"registered_at": at.registered_at, "_id": {"$gt" if backwards else "$lt": at.number}, **rest}
             cursor = self.journal.requests.find(ties, LISTED).sort("_id", order).limit(size + 1)
             docs = [d async for d in cursor if filters.keeps(d)]
-        if len(docs) <= size and filters.building() is not None:
+        building = filters.building()
+        if len(docs) <= size and building is not None:
             if at is not None:
                 query["registered_at"] = {
                     **query.get("registered_at", {}),
                     ("$gt" if backwards else "$lt"): at.registered_at,
                 }
-            cursor = self.journal.requests.find({"address.key": query.pop("address.key"), **query}, LISTED)
-            cursor = cursor.sort([("registered_at", order), ("_id", order)])
-            docs.extend([d async for d in cursor if filters.keeps(d)])
+            query.pop("address.key")
+            docs.extend(await self._building_page(building, query, order, size + 1 - len(docs)))
         elif len(docs) <= size:
             indexed, residual = _one_equality_indexed(query)
             docs.extend(
@@ -326,6 +326,17 @@ class Desk:
             newer=first if (at is not None and (not backwards or more)) else None,
             older=last if (more or backwards) else None,
         )
+
+    async def _building_page(self, building: str, query: dict[str, Any], order: int, limit: int) -> list[RequestDoc]:
+        """A building's requests, newest (or with ``order`` ascending, oldest) first: the house itself and its
+        blocks («Ленина 5» and «Ленина 5 корп. 2»), each read limited through the address index. One key
+        range over «ленина|5…» also read houses 50 to 59 and sorted them all."""
+        found: list[RequestDoc] = []
+        for keys in (building, {"$gte": building + "|", "$lt": building + "|\uffff"}):
+            cursor = self.journal.requests.find({"address.key": keys, **query}, LISTED)
+            found.extend([d async for d in cursor.sort([("registered_at", order), ("_id", order)]).limit(limit)])
+        found.sort(key=lambda d: (d["registered_at"], d["_id"]), reverse=order == DESCENDING)
+        return found[:limit]
 
     async def export_batches(
         self, filters: JournalFilters, tz: ZoneInfo, size: int = EXPORT_BATCH

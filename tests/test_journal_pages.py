@@ -216,3 +216,22 @@ async def test_the_board_completes_inform_clocks_from_deliveries_when_a_delivery
     board.noted({"type": "delivery", "data": {"channel": "vk", "conversations": ["vk:7"], "failed": 0}})
     clock = (await board.snapshot()).requests["2026-000007"]["clocks"]["inform"]
     assert clock["done_at"] is not None and clock["met"] is True and clock["by"] == "hub"
+
+
+async def test_a_building_pages_through_the_house_and_its_blocks_in_time_order(journal: Journal) -> None:
+    keys = ["ленина|5", "ленина|5|2", "ленина|50", "ленина|5", "ленина|5|2", "ленина|55", "ленина|5"]
+    docs = [
+        request(n, NOW - timedelta(hours=n), address={"text": key, "key": key}) for n, key in enumerate(keys, start=1)
+    ]
+    await journal.requests.insert_many([dict(d) for d in docs])
+    desk = Desk(journal)
+    expected = [d["_id"] for d in docs if d["address"]["key"] in ("ленина|5", "ленина|5|2")]
+    pages = await all_pages(desk, JournalFilters({"address": "Ленина 5"}), 2)
+    assert [n for p in pages for n in p] == expected and [len(p) for p in pages] == [2, 2, 1]
+    first = await desk.journal_page(JournalFilters({"address": "Ленина 5"}), ZONE, None, 2)
+    second = await desk.journal_page(JournalFilters({"address": "Ленина 5"}), ZONE, first.older, 2)
+    assert second.newer is not None
+    back = await desk.journal_page(
+        JournalFilters({"address": "Ленина 5"}), ZONE, JournalKey.parse(second.newer.token), 2, newer=True
+    )
+    assert [d["_id"] for d in back.requests] == [d["_id"] for d in first.requests]
