@@ -781,17 +781,40 @@ class Journal:
                 last = far is None or (low is not None and far <= low)
                 if not last:
                     bounds["$gte"] = far
-            cursor = collection.find({field: bounds, **rest}, projection)
-            cursor = cursor.sort([(field, direction), ("_id", direction)])
             if residual:
-                found.extend([d async for d in cursor if all(d.get(k) == v for k, v in residual.items())])
+                found.extend(await self._residual_slice(collection, field, bounds, rest, residual, direction))
                 found = found[:limit]
             else:
+                cursor = collection.find({field: bounds, **rest}, projection)
+                cursor = cursor.sort([(field, direction), ("_id", direction)])
                 found.extend([doc async for doc in cursor.limit(limit - len(found))])
             if len(found) >= limit or last:
-                return found
+                return await self._whole(collection, found, projection) if residual else found
             edge = far
-        return found
+        return await self._whole(collection, found, projection) if residual else found
+
+    @staticmethod
+    async def _residual_slice(
+        collection: AsyncCollection[Any],
+        field: str,
+        bounds: dict[str, Any],
+        rest: dict[str, Any],
+        residual: Mapping[str, Any],
+        direction: int,
+    ) -> list[Any]:
+        """The keys of a slice's documents that pass ``residual``: a slice is read whole, so only the fields
+        that decide travel; the documents kept are read afterwards (``_whole``)."""
+        keys = {field: 1, **dict.fromkeys(residual, 1)}
+        cursor = collection.find({field: bounds, **rest}, keys).sort([(field, direction), ("_id", direction)])
+        return [d async for d in cursor if all(d.get(k) == v for k, v in residual.items())]
+
+    @staticmethod
+    async def _whole(collection: AsyncCollection[Any], keys: list[Any], projection: dict[str, Any] | None) -> list[Any]:
+        ids = [k["_id"] for k in keys]
+        docs: dict[Any, Any] = {}
+        for chunk in chunks(ids):
+            docs.update({d["_id"]: d async for d in collection.find({"_id": {"$in": chunk}}, projection)})
+        return [docs[i] for i in ids if i in docs]
 
     async def with_inform(self, requests: list[RequestDoc]) -> list[RequestDoc]:
         """Requests with their inform clock completed from the delivery records (for reading, not writing)."""
