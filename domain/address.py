@@ -79,8 +79,12 @@ _BARE = re.compile(
     r"(?<![а-яА-ЯёЁ])([А-ЯЁ][а-яё-]{2,30}),?\s+(?:(?:д|дом)\.?\s*)?(\d{1,4}[а-я]?(?:/\d{1,3})?)"
     r"(?:\s*[-–]\s*(\d{1,4}))?(?!\d)"
 )
-_DATED_BARE = re.compile(rf"(?<![\d.:])(\d{{1,2}}\s(?:{_MONTHS}))\s+(\d{{1,4}}[а-я]?(?:/\d{{1,3}})?)(?![\d:.])")
-"""«8 Марта 17»: a street named by a date, written without its type."""
+_DATED_BARE = re.compile(
+    rf"(?<![\d.:])(\d{{1,2}}\s(?:{_MONTHS})|\d{{2,3}}[\s-](?:лет|летия)\s(?:октября|победы|комсомола|влксм))"
+    r"\s+(\d{1,4}[а-я]?(?:/\d{1,3})?)(?![\d:.])"
+)
+"""«8 Марта 17», «50 лет Октября 3»: a street named by a date, written without its type (only the common
+anniversaries: «30 лет квартира 5» is no street)."""
 _PO_STREET = re.compile(rf"(?<![а-я])(?:д|дом|дома)\.?\s*№?\s*({_NUM})\s+по\s+({_NAME})")
 
 _NOT_STREETS = {

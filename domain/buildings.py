@@ -44,10 +44,6 @@ def _decode(data: bytes) -> str:
 
 
 def _street(value: str) -> tuple[str, str | None]:
-    if value.strip()[:1].isdigit():
-        parsed = extract_address(f"ул. {value.strip()} 1")
-        if parsed is not None and parsed.street and parsed.street[:1].isdigit():
-            return parsed.street, None
     parsed = extract_address(f"{value.strip()} 1")
     if parsed is not None and parsed.street:
         return parsed.street, parsed.street_type
