@@ -146,13 +146,7 @@ class Board:
         if named_requests & listed:
             changed = await self.desk.requests_of(named_requests & listed)
             board.requests.update(changed)
-            self._inform_dirty.update(changed)
             named_conversations |= {str(r["conversation_id"]) for r in changed.values() if r.get("conversation_id")}
-        self._inform_dirty.update(
-            str(c["active_request"])
-            for c in board.conversations.values()
-            if c["_id"] in named_conversations and c.get("active_request")
-        )
         fresh = await self.desk.conversations_by_id(named_conversations)
         stamps = [c["last_message_at"] for c in board.conversations.values() if c.get("last_message_at")]
         since = max(stamps) if stamps else board.read_from
@@ -165,8 +159,7 @@ class Board:
         wanted = (listed - board.requests.keys()) | (_active(fresh.values()) & named_requests)
         if wanted:
             board.requests.update(await self.desk.requests_of(wanted))
-        self._inform_dirty.update(wanted)
-        self._inform_dirty.update(_active(fresh.values()))
+        self._inform_dirty.update(wanted | _active(fresh.values()))
         people = {str(c["contact_id"]) for c in board.conversations.values() if c.get("contact_id")}
         people = (people - board.contacts.keys()) | named_contacts
         if people:

@@ -789,7 +789,7 @@ class Journal:
                 cursor = cursor.sort([(field, direction), ("_id", direction)])
                 found.extend([doc async for doc in cursor.limit(limit - len(found))])
             if len(found) >= limit or last:
-                return await self._whole(collection, found, projection) if residual else found
+                break
             edge = far
         return await self._whole(collection, found, projection) if residual else found
 
